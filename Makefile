@@ -1,0 +1,36 @@
+# keras_resnet: one command per job on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+UNAME_S := $(shell uname -s)
+UNAME_M := $(shell uname -m)
+# CPU wheel (274 MB instead of 572 MB) where one is published; elsewhere
+# (macOS, aarch64, Colab's preinstalled GPU build) setup.py keeps the TF it finds.
+ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
+TF_FIRST := "tensorflow-cpu>=2.18,<2.22"
+endif
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TF_FIRST),$(PY) -m pip install --quiet $(TF_FIRST))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/keras-resnet demo
+
+test: install lint
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check keras_resnet tests benchmarks setup.py
+	$(PY) -m ruff format --check keras_resnet tests benchmarks setup.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,161 @@
+"""keras.applications drop-ins: `ResNet50(...)` and friends, each one builder call.
+
+Signatures are keras.applications' (`include_top`, `weights`, `input_tensor`,
+`input_shape`, `pooling`, `classes`, `classifier_activation`, `name`). The six
+networks keras.applications ships (ResNet50/101/152 and their V2 forms)
+default to `weights="imagenet"` as there; the others default to
+`weights=None` because no ImageNet weights are published for them.
+
+Instead of one hand-written wrapper per network (keras.applications has three
+near-identical 40-line ones per family), a table maps each public name to its
+named spec and defaults, and `_application` makes the function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras.src.applications import imagenet_utils
+
+from keras_resnet.builder import build_resnet
+from keras_resnet.spec import get_spec
+from keras_resnet.weights import WEIGHTS_HASHES
+
+_DOC = """Instantiates the {title} architecture{extra}.
+
+Same arguments and behaviour as `keras.applications.ResNet50`; built by
+`keras_resnet.build_resnet(get_spec("{spec}"), ...)`.
+
+Args:
+    include_top: whether to include the global-pooling + dense classifier.
+    weights: `None` (random initialization), `"imagenet"` ({weights_note}), or
+        the path to a weights file to load.
+    input_tensor: optional Keras tensor (output of `keras.Input()`) to use as
+        the image input.
+    input_shape: optional shape tuple, only to be specified if `include_top`
+        is False (otherwise the input shape has to be `{default_shape}`).
+        Width and height should be no smaller than {min_size}.
+    pooling: `None`, `"avg"` or `"max"`: global pooling applied to the last
+        feature map when `include_top` is False.
+    classes: number of classes, only to be specified if `include_top` is True
+        and no `weights` are loaded. Defaults to {classes}.
+    classifier_activation: activation of the top layer; `None` returns
+        logits. With pretrained weights only `None` and `"softmax"` are allowed.
+    name: the name of the model.
+
+Returns:
+    A `keras.Model`.
+
+Example:
+
+>>> model = keras_resnet.{title}(weights=None)
+>>> model.count_params()
+{params}
+"""
+
+# public name -> (spec name, paper/title extra, default classes, parameter count with top)
+_TABLE: dict[str, tuple[str, str, int, int]] = {
+    "ResNet18": ("resnet18", " (He et al. 2015)", 1000, 11_699_112),
+    "ResNet34": ("resnet34", " (He et al. 2015)", 1000, 21_814_696),
+    "ResNet50": ("resnet50", "", 1000, 25_636_712),
+    "ResNet101": ("resnet101", "", 1000, 44_707_176),
+    "ResNet152": ("resnet152", "", 1000, 60_419_944),
+    "ResNet18V2": ("resnet18v2", " (pre-activation, He et al. 2016)", 1000, 11_695_528),
+    "ResNet34V2": ("resnet34v2", " (pre-activation, He et al. 2016)", 1000, 21_811_112),
+    "ResNet50V2": ("resnet50v2", "", 1000, 25_613_800),
+    "ResNet101V2": ("resnet101v2", "", 1000, 44_675_560),
+    "ResNet152V2": ("resnet152v2", "", 1000, 60_380_648),
+    "ResNet20": ("resnet20", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 271_098),
+    "ResNet32": ("resnet32", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 466_426),
+    "ResNet44": ("resnet44", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 661_754),
+    "ResNet56": ("resnet56", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 857_082),
+    "ResNet110": ("resnet110", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 1_736_058),
+}
+
+
+def _application(public_name: str) -> Callable[..., keras.Model]:
+    spec_key, extra, default_classes, params = _TABLE[public_name]
+    spec = get_spec(spec_key)
+    published = spec_key in WEIGHTS_HASHES
+
+    def application(
+        include_top: bool = True,
+        weights: str | None = "imagenet" if published else None,
+        input_tensor: Any = None,
+        input_shape: tuple[int | None, ...] | None = None,
+        pooling: str | None = None,
+        classes: int = default_classes,
+        classifier_activation: str | Callable | None = "softmax",
+        name: str = spec_key,
+    ) -> keras.Model:
+        return build_resnet(
+            spec,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+        )
+
+    size = spec.default_input_size
+    application.__name__ = application.__qualname__ = public_name
+    application.__module__ = __name__
+    application.__doc__ = _DOC.format(
+        title=public_name,
+        extra=extra,
+        spec=spec_key,
+        weights_note="keras.applications' published weights"
+        if published
+        else "not available for this network: a ValueError",
+        default_shape=f"({size}, {size}, 3)",
+        min_size=spec.min_input_size,
+        classes=default_classes,
+        params=f"{params}",
+    )
+    return application
+
+
+ResNet18 = _application("ResNet18")
+ResNet34 = _application("ResNet34")
+ResNet50 = _application("ResNet50")
+ResNet101 = _application("ResNet101")
+ResNet152 = _application("ResNet152")
+ResNet18V2 = _application("ResNet18V2")
+ResNet34V2 = _application("ResNet34V2")
+ResNet50V2 = _application("ResNet50V2")
+ResNet101V2 = _application("ResNet101V2")
+ResNet152V2 = _application("ResNet152V2")
+ResNet20 = _application("ResNet20")
+ResNet32 = _application("ResNet32")
+ResNet44 = _application("ResNet44")
+ResNet56 = _application("ResNet56")
+ResNet110 = _application("ResNet110")
+
+APPLICATIONS: dict[str, Callable[..., keras.Model]] = {name: globals()[name] for name in _TABLE}
+
+
+def preprocess_input(x: Any, data_format: str | None = None) -> Any:
+    """ImageNet preprocessing for the v1 networks: keras.applications' "caffe" mode.
+
+    RGB -> BGR, then each channel zero-centred on ImageNet's mean, no scaling.
+    Same function as `keras.applications.resnet.preprocess_input`.
+    """
+    return imagenet_utils.preprocess_input(x, data_format=data_format, mode="caffe")
+
+
+def preprocess_input_v2(x: Any, data_format: str | None = None) -> Any:
+    """ImageNet preprocessing for the V2 networks: keras.applications' "tf" mode.
+
+    Scales pixels to [-1, 1]. Same as `keras.applications.resnet_v2.preprocess_input`.
+    """
+    return imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
+
+
+def decode_predictions(preds: Any, top: int = 5) -> list:
+    """Keras' ImageNet `decode_predictions`: `[(class_id, name, score), ...]` per sample."""
+    return imagenet_utils.decode_predictions(preds, top=top)

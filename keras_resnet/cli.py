@@ -1,0 +1,184 @@
+"""The `keras-resnet` command. Thin: it parses arguments and calls the modules.
+
+Bad arguments exit with status 2 and one line naming the argument and the
+value (argparse's own convention), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _default_classes(spec) -> int:
+    # The CIFAR nets come with CIFAR's 10 classes, as ResNet20() does.
+    return 10 if spec.stem == "cifar" else 1000
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from keras_resnet.spec import get_spec, list_specs
+
+    print(f"{'name':<12} {'block':<10} {'version':<7} {'stem':<8} {'depth':>5} {'params':>12}")
+    for name in list_specs():
+        spec = get_spec(name)
+        classes = _default_classes(spec)
+        print(
+            f"{name:<12} {spec.block:<10} {spec.version:<7} {spec.stem:<8} {spec.depth:>5} "
+            f"{spec.count_params(classes=classes):>12,}"
+        )
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from keras_resnet.builder import build_resnet
+
+    spec = _spec_from_args(args)
+    kwargs = {"classes": args.classes or _default_classes(spec)}
+    if args.image_size:
+        kwargs["input_shape"] = (args.image_size, args.image_size, args.channels)
+    model = build_resnet(spec, **kwargs)
+    if not args.quiet:
+        model.summary()
+    print(f"{model.name}: {model.count_params():,} parameters")
+    return 0
+
+
+def _spec_from_args(args: argparse.Namespace):
+    """--model NAME or --spec FILE, with --width applied on top."""
+    import dataclasses
+    import json
+
+    from keras_resnet.spec import ResNetSpec, get_spec
+
+    if getattr(args, "spec", None):
+        try:
+            with open(args.spec) as f:
+                spec = ResNetSpec.from_dict(json.load(f))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read --spec {args.spec!r}: {e}") from None
+    else:
+        spec = get_spec(args.model)
+    if getattr(args, "width", None) is not None:
+        spec = dataclasses.replace(spec, width=args.width)
+    return spec
+
+
+def _train_kwargs(args: argparse.Namespace) -> dict:
+    return dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        mixed_precision=args.mixed_precision,
+        image_size=args.image_size,
+        channels=args.channels,
+        data_dir=args.data_dir,
+        download=args.download,
+        seed=args.seed,
+        augment=not args.no_augment,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from keras_resnet.training import train
+
+    spec = _spec_from_args(args)
+    train(spec, args.dataset, output_dir=args.output, **_train_kwargs(args))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: ResNet-20 on the offline digits, to >= 98% test accuracy."""
+    from keras_resnet.training import train
+
+    metrics = train(
+        "resnet20",
+        "digits",
+        output_dir=args.output,
+        epochs=DEMO_EPOCHS,
+        batch_size=DEMO_BATCH_SIZE,
+        image_size=DEMO_IMAGE_SIZE,
+        seed=args.seed,
+    )
+    ok = metrics["test_accuracy"] >= 0.98
+    print(
+        f"demo: ResNet-20 on digits, test accuracy {metrics['test_accuracy']:.4f} "
+        f"({'meets' if ok else 'MISSES'} the 0.98 bar) in {metrics['wall_seconds']:.0f} s"
+    )
+    return 0 if ok else 1
+
+
+DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_IMAGE_SIZE = 30, 64, 32
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--optimizer", default="sgd", help="sgd | adam | adamw")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 SGD, 1e-3 Adam)")
+    p.add_argument("--schedule", default="cosine", help="cosine | step | constant")
+    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--mixed-precision", help="mixed_float16 | mixed_bfloat16")
+    p.add_argument("--image-size", type=int, help="resize side (default: the spec's input size)")
+    p.add_argument("--channels", type=int, help="1 or 3 (default: the dataset's own)")
+    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    p.add_argument("--download", action="store_true", help="let tfds download and prepare")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keras-resnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="named specs with their parameter counts")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("build", help="build a named spec, print its summary and parameter count")
+    p.add_argument("model", help="a named spec, e.g. resnet50 (see `keras-resnet list`)")
+    p.add_argument("--width", type=float, help="width multiplier")
+    p.add_argument("--classes", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--quiet", action="store_true", help="only the parameter count")
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("train", help="train a ResNet and write a run directory")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", default="resnet20", help="a named spec (default resnet20)")
+    which.add_argument("--spec", help="a spec JSON file (ResNetSpec.to_dict(), best_spec.json)")
+    p.add_argument("--width", type=float, help="width multiplier applied to the spec")
+    p.add_argument("--dataset", default="digits", help="digits | a tfds name | an image folder")
+    p.add_argument("--output", required=True, help="run directory (rerun to resume)")
+    _add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="train ResNet-20 on the offline digits (the main job)")
+    p.add_argument("--output", default="runs/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        # Library errors already name the argument and the value received.
+        parser.exit(2, f"{parser.prog} {args.command}: error: {str(e).splitlines()[0]}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,558 @@
+"""Training: one call from a spec (or model) and a dataset to a finished run directory.
+
+`train` builds the model from a spec with `build_resnet`, feeds it the
+pipelines of `keras_resnet.data.load_dataset`, and leaves one run directory:
+
+```
+run_dir/
+  run.json          what was asked (spec, dataset, hyperparameters): a rerun must match
+  best.keras        the epoch with the best validation accuracy
+  last.keras        the last finished epoch
+  history.csv       per-epoch metrics (Keras' CSVLogger)
+  logs/             TensorBoard
+  backup/           Keras' BackupAndRestore state while a run is unfinished
+  curves.png        loss and accuracy, train vs validation
+  metrics.json      the result (test accuracy/loss of best.keras, params, timing, ...)
+```
+
+Resume: the run state is kept by Keras' `BackupAndRestore` (with its double
+checkpoint), so a process killed at any moment, even with SIGKILL, loses at most
+the epoch in progress: rerunning the same call continues from the last
+finished epoch and `metrics.json` says where it resumed. Rerunning a finished
+run returns its metrics without training again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_resnet.builder import build_resnet
+from keras_resnet.data import DatasetSplits, load_dataset
+from keras_resnet.spec import ResNetSpec, resolve_spec
+from keras_resnet.version import __version__
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+DEFAULT_LEARNING_RATE = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adam": 0.0, "adamw": 0.05}
+
+# Files of a run directory.
+RUN_CONFIG, METRICS, HISTORY = "run.json", "metrics.json", "history.csv"
+BEST, LAST, CURVES = "best.keras", "last.keras", "curves.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of a run (what `run.json` records besides spec and dataset)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    learning_rate: float | None = None
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    weight_decay: float | None = None
+    label_smoothing: float = 0.0
+    mixed_precision: str | None = None
+    image_size: int | None = None
+    seed: int = 0
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if (
+            isinstance(self.warmup_epochs, bool)
+            or not isinstance(self.warmup_epochs, int)
+            or (self.warmup_epochs < 0)
+        ):
+            raise ValueError(
+                "`warmup_epochs` must be an integer >= 0. "
+                f"Received: warmup_epochs={self.warmup_epochs!r}"
+            )
+        choices = {
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "mixed_precision": MIXED_PRECISION,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"`{name}` must be one of {list(allowed)}. "
+                    f"Received: {name}={getattr(self, name)!r}"
+                )
+        for name, low, high in (
+            ("learning_rate", 0.0, 10.0),
+            ("weight_decay", -1e-12, 1.0),
+            ("label_smoothing", -1e-12, 1.0),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or not (low < value < high):
+                raise ValueError(
+                    f"`{name}` must be a number in ({max(low, 0.0)}, {high}). "
+                    f"Received: {name}={value!r}"
+                )
+        if self.image_size is not None and (
+            not isinstance(self.image_size, int) or self.image_size < 1
+        ):
+            raise ValueError(
+                f"`image_size` must be a positive integer. Received: image_size={self.image_size!r}"
+            )
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate or DEFAULT_LEARNING_RATE[self.optimizer]
+
+    @property
+    def wd(self) -> float:
+        wd = self.weight_decay
+        return DEFAULT_WEIGHT_DECAY[self.optimizer] if wd is None else wd
+
+
+def default_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over the visible GPUs when there are several, else the default."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule (Keras' own schedules)."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    lr: Any = config.lr
+    if config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else config.lr,
+            decay_steps=total - warmup,
+            warmup_target=config.lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    elif config.schedule == "step":
+        # He et al. 2015, CIFAR: divide by 10 at 50% and 75% of training.
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(total * 0.5), int(total * 0.75)], [config.lr, config.lr / 10, config.lr / 100]
+        )
+    wd = config.wd or None
+    if config.optimizer == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    elif config.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr, weight_decay=wd)
+    else:
+        opt = keras.optimizers.AdamW(lr, weight_decay=config.wd)
+    if wd:
+        # Decay conv/dense kernels only, not BatchNormalization or biases.
+        opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return opt
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Images per second of the training phase of each epoch (validation excluded)."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.images = 0
+        self.seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        self._end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._steps:
+            self.images += self._steps * self.batch_size
+            self.seconds += self._end - self._start
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.seconds else None
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    """history.csv rows, one per epoch (a repeated epoch after a resume keeps the last)."""
+    if not path.exists():
+        return []
+    rows: dict[int, dict[str, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            with contextlib.suppress(ValueError, KeyError):
+                rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if v != ""}
+    return [rows[e] for e in sorted(rows)]
+
+
+def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) + 1 for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = [r.get(prefix + metric, math.nan) for r in history]
+            ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic: a reader (or a resumed run) never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _repair_backup(backup_dir: Path) -> None:
+    """Falls back to the previous backup when a kill left the metadata half-written.
+
+    Keras' BackupAndRestore recovers from a corrupt weights file with its
+    double checkpoint, but a truncated `training_metadata.json` fails with a
+    JSONDecodeError it does not catch.
+    """
+    meta = backup_dir / "training_metadata.json"
+    if not meta.exists():
+        return
+    try:
+        json.loads(meta.read_text())
+    except ValueError:
+        for name in ("training_metadata.json", "latest.weights.h5"):
+            previous = backup_dir / f"{name}.bkp"
+            if previous.exists():
+                shutil.copy(previous, backup_dir / name)
+            elif name == "training_metadata.json":
+                meta.unlink()
+
+
+def _resume_epoch(backup_dir: Path) -> int | None:
+    meta = backup_dir / "training_metadata.json"
+    if meta.exists():
+        return int(json.loads(meta.read_text())["epoch"])
+    return None
+
+
+def _loss(label_mode: str, label_smoothing: float) -> keras.losses.Loss:
+    if label_mode == "categorical":
+        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def _to_one_hot(splits: DatasetSplits) -> DatasetSplits:
+    """Label smoothing needs one-hot targets (Keras' sparse loss has no smoothing)."""
+    depth = splits.num_classes
+
+    def convert(ds):
+        return ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth)))
+
+    return dataclasses.replace(
+        splits,
+        train=convert(splits.train),
+        validation=convert(splits.validation),
+        test=convert(splits.test),
+        label_mode="categorical",
+    )
+
+
+def _build(spec, model, splits: DatasetSplits, config: TrainConfig) -> keras.Model:
+    if model is not None:
+        return model
+    # The classifier output stays float32 under mixed precision (Keras' advice):
+    # logits from the (mixed) Dense, then a float32 softmax.
+    mixed = config.mixed_precision is not None
+    net = build_resnet(
+        spec,
+        input_shape=splits.image_shape,
+        classes=splits.num_classes,
+        classifier_activation=None if mixed else "softmax",
+    )
+    if not mixed:
+        return net
+    probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(net.output)
+    return keras.Model(net.input, probs, name=net.name)
+
+
+def _check_run_dir(run_dir: Path, record: dict) -> dict | None:
+    """Refuses a run directory made for another run; returns its metrics if finished."""
+    config_path = run_dir / RUN_CONFIG
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if previous.get("fingerprint") != record["fingerprint"]:
+            changed = sorted(
+                k
+                for k in set(previous["fingerprint"]) | set(record["fingerprint"])
+                if previous["fingerprint"].get(k) != record["fingerprint"].get(k)
+            )
+            raise ValueError(
+                f"`output_dir` {str(run_dir)!r} holds a run with another configuration "
+                f"(differs in: {', '.join(changed)}); use a new directory. "
+                f"Received: output_dir={str(run_dir)!r}"
+            )
+        metrics_path = run_dir / METRICS
+        if metrics_path.exists() and not (run_dir / "backup").exists():
+            return json.loads(metrics_path.read_text())
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"`output_dir` exists and is not a keras_resnet run directory. "
+            f"Received: output_dir={str(run_dir)!r}"
+        )
+    return None
+
+
+def train(
+    model: ResNetSpec | str | dict | keras.Model = "resnet20",
+    dataset: str | DatasetSplits = "digits",
+    *,
+    output_dir: str | os.PathLike,
+    epochs: int = 30,
+    batch_size: int = 64,
+    optimizer: str = "sgd",
+    learning_rate: float | None = None,
+    schedule: str = "cosine",
+    warmup_epochs: int = 1,
+    weight_decay: float | None = None,
+    label_smoothing: float = 0.0,
+    mixed_precision: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    width: float | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    label_mode: str = "int",
+    data_dir: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    augment: bool = True,
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Trains a ResNet and writes a run directory (see the module doc).
+
+    Args:
+        model: a named spec (`"resnet20"`), a `ResNetSpec`, its dict, or a
+            built `keras.Model` (its input must match the dataset's images).
+        dataset: a `load_dataset` reference (`"digits"`, a tfds name, an image
+            folder) or already loaded `DatasetSplits`.
+        output_dir: the run directory; rerunning with the same arguments
+            resumes (or returns a finished run's metrics); another
+            configuration there is refused.
+        epochs, batch_size: as in `model.fit` (batch_size is global, over all replicas).
+        optimizer: `"sgd"` (momentum 0.9, Nesterov), `"adam"` or `"adamw"`.
+        learning_rate: peak learning rate (default 0.1 for SGD, 1e-3 for Adam/AdamW).
+        schedule: `"cosine"` (with `warmup_epochs` of linear warm-up),
+            `"step"` (/10 at 50% and 75%, as in the paper) or `"constant"`.
+        weight_decay: decoupled weight decay on kernels (default 1e-4 for
+            SGD, 0 for Adam, 0.05 for AdamW); BN and biases are not decayed.
+        label_smoothing: for the cross-entropy (labels are one-hot encoded for it).
+        mixed_precision: None, `"mixed_float16"` or `"mixed_bfloat16"`; the
+            classifier output stays float32.
+        strategy: a `tf.distribute.Strategy`; default `default_strategy()`.
+        width: width multiplier applied to the spec.
+        image_size: side images are resized to; default the spec's natural
+            input size (32 for the CIFAR stem, 224 for the ImageNet stem).
+        channels, label_mode, data_dir, download, seed, augment: passed to
+            `load_dataset`.
+        verbose: Keras' fit verbosity ("auto": progress bars on a terminal,
+            one line per epoch otherwise).
+
+    Returns:
+        The contents of `metrics.json`.
+
+    Example:
+
+    >>> metrics = train("resnet20", "digits", output_dir="runs/digits", epochs=30)
+    >>> metrics["test_accuracy"] > 0.98
+    True
+    """
+    start = time.perf_counter()
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        mixed_precision=mixed_precision,
+        image_size=image_size,
+        seed=seed,
+        augment=augment,
+    )
+    built_model = model if isinstance(model, keras.Model) else None
+    spec = None
+    if built_model is None:
+        spec = resolve_spec(model)
+        if width is not None:
+            spec = dataclasses.replace(spec, width=width)
+    elif width is not None:
+        raise ValueError(f"`width` applies to a spec, not a built model. Received: width={width}")
+
+    if isinstance(dataset, DatasetSplits):
+        splits = dataset
+    else:
+        size = image_size
+        if size is None:
+            size = spec.default_input_size if spec else built_model.input_shape[1]
+        splits = load_dataset(
+            dataset,
+            image_size=size,
+            batch_size=batch_size,
+            seed=seed,
+            data_dir=data_dir,
+            download=download,
+            augment=augment,
+            label_mode=label_mode,
+            channels=channels,
+        )
+    if label_smoothing and splits.label_mode == "int":
+        splits = _to_one_hot(splits)
+
+    run_dir = Path(output_dir)
+    record = {
+        "fingerprint": {
+            "spec": spec.to_dict() if spec else {"model": built_model.name},
+            "dataset": splits.name,
+            "image_shape": list(splits.image_shape),
+            **dataclasses.asdict(config),
+        },
+        "keras_resnet": __version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+    }
+    finished = _check_run_dir(run_dir, record)
+    if finished is not None:
+        print(f"{run_dir} is a finished run; nothing to do.")
+        return finished
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / RUN_CONFIG, record)
+    backup_dir = run_dir / "backup"
+    _repair_backup(backup_dir)
+    resumed_from = _resume_epoch(backup_dir)
+
+    strategy = strategy or default_strategy()
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        with strategy.scope():
+            net = _build(spec, built_model, splits, config)
+            steps = max(1, math.ceil(splits.sizes["train"] / config.batch_size))
+            net.compile(
+                optimizer=make_optimizer(config, steps),
+                loss=_loss(splits.label_mode, config.label_smoothing),
+                metrics=["accuracy"],
+            )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    history_rows = _read_history(run_dir / HISTORY)
+    best_so_far = max((r.get("val_accuracy", -math.inf) for r in history_rows), default=None)
+    throughput = _Throughput(config.batch_size)
+    callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / BEST),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best_so_far if resumed_from else None,
+        ),
+        keras.callbacks.ModelCheckpoint(str(run_dir / LAST)),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
+        throughput,
+        # Last, so the backup of an epoch is written after everything else of it.
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+    ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    keras.utils.set_random_seed(seed)
+    net.fit(
+        splits.train,
+        validation_data=splits.validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+
+    best = keras.saving.load_model(run_dir / BEST, safe_mode=True)
+    test_loss, test_accuracy = best.evaluate(splits.test, verbose=0)
+    history_rows = _read_history(run_dir / HISTORY)
+    _plot_curves(history_rows, run_dir / CURVES)
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_val_accuracy": max(r.get("val_accuracy", math.nan) for r in history_rows),
+        "params": int(net.count_params()),
+        "epochs_run": len(history_rows),
+        "resumed_from_epoch": resumed_from,
+        "wall_seconds": round(time.perf_counter() - start, 2),
+        "train_images_per_second": throughput.images_per_second,
+        "spec": spec.to_dict() if spec else None,
+        "model_name": net.name,
+        "dataset": splits.to_dict(),
+        "split_sizes": dict(splits.sizes),
+        "config": dataclasses.asdict(config),
+        "files": {"best": BEST, "last": LAST, "history": HISTORY, "curves": CURVES},
+    }
+    _write_json(run_dir / METRICS, metrics)
+    print_summary(metrics, run_dir)
+    return metrics
+
+
+def print_summary(metrics: dict[str, Any], run_dir: Path | str) -> None:
+    """The short table printed at the end of a run."""
+    rows = [
+        ("model", metrics["model_name"]),
+        ("parameters", f"{metrics['params']:,}"),
+        ("dataset", f"{metrics['dataset']['name']} {metrics['split_sizes']}"),
+        (
+            "epochs",
+            f"{metrics['epochs_run']}"
+            + (
+                f" (resumed from {metrics['resumed_from_epoch']})"
+                if metrics["resumed_from_epoch"]
+                else ""
+            ),
+        ),
+        ("test accuracy", f"{metrics['test_accuracy']:.4f}"),
+        ("test loss", f"{metrics['test_loss']:.4f}"),
+        ("wall time", f"{metrics['wall_seconds']:.1f} s"),
+        ("train images/s", f"{metrics['train_images_per_second'] or float('nan'):.0f}"),
+        ("run directory", str(run_dir)),
+        ("best model", str(Path(run_dir) / BEST)),
+        ("curves", str(Path(run_dir) / CURVES)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("-" * (width + 40))
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print("-" * (width + 40))
+
+
+__all__ = ["TrainConfig", "default_strategy", "make_optimizer", "print_summary", "train"]

@@ -1,0 +1,81 @@
+"""Packaging for keras_resnet (distribution name ``keras3-resnet``).
+
+The PyPI name ``keras-resnet`` belongs to an unrelated Keras-2 package that also
+installs a ``keras_resnet`` module; the two must not be installed together.
+"""
+
+import importlib.metadata
+import pathlib
+import re
+import sysconfig
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "keras_resnet" / "version.py").read_text(), re.M
+).group(1)
+
+TF_MIN = ">=2.18,<2.22"
+
+
+def _tensorflow_requirement() -> str:
+    """Require the TensorFlow distribution that is already installed, if any.
+
+    ``tensorflow``, ``tensorflow-cpu`` and ``tf-nightly`` all provide the
+    ``tensorflow`` module. Requiring plain ``tensorflow`` where ``tensorflow-cpu``
+    is installed (the Makefile does that on Linux x86-64 to halve the download)
+    would pull a second 570 MB wheel over it; requiring ``tensorflow-cpu`` on
+    Colab would overwrite its GPU build. So: keep whichever is there.
+    """
+    # pip builds in an isolated environment whose sys.path hides the target's
+    # site-packages; sysconfig still names them, so look there explicitly.
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    installed = {
+        d.metadata["Name"].lower().replace("_", "-")
+        for d in importlib.metadata.distributions(path=sorted(paths))
+    }
+    for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly", "tf-nightly-cpu"):
+        if dist in installed:
+            return dist if dist.startswith("tf-") else f"{dist}{TF_MIN}"
+    return f"tensorflow{TF_MIN}"
+
+
+setup(
+    name="keras3-resnet",
+    version=VERSION,
+    description=(
+        "ResNets for Keras 3: a validated stage spec, one functional builder, "
+        "keras.applications drop-ins, Keras Tuner search, training and TFLite export."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_resnet", "keras_resnet.*"]),
+    install_requires=[
+        _tensorflow_requirement(),
+        "keras>=3.8,<4",
+        "tensorflow-datasets>=4.9",
+        "keras-tuner>=1.4.7",
+        "numpy",
+        "scikit-learn>=1.3",  # the offline digits dataset
+        "matplotlib>=3.7",  # training curves, tuner Pareto plot
+        "tensorboard",  # TF 2.21 no longer depends on it; training writes its logs
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "pillow",  # tests write image folders
+        ],
+    },
+    entry_points={"console_scripts": ["keras-resnet=keras_resnet.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Keras",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
