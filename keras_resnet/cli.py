@@ -116,7 +116,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_IMAGE_SIZE = 30, 64, 32
+# 16x16 digits: 98%+ in a few minutes on 2 cores (32x32 costs 4x the time for the same accuracy).
+DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_IMAGE_SIZE = 40, 64, 16
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:

@@ -498,6 +498,7 @@ def train(
         epochs=config.epochs,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
     )
 
     best = keras.saving.load_model(run_dir / BEST, safe_mode=True)

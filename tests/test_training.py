@@ -1,0 +1,189 @@
+"""Training on real data (the offline digits): run directory, resume after SIGKILL, labels."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet.data import load_dataset
+from keras_resnet.spec import StageSpec
+from keras_resnet.training import TrainConfig, train
+from tests.helpers import tiny_spec
+
+# Small enough to train in seconds on 8x8 digits, big enough to learn them well.
+DIGITS_SPEC = tiny_spec(
+    stages=(StageSpec(16, 1, 1), StageSpec(32, 1, 2)), stem_filters=16, bn_momentum=0.9
+)
+FAST = dict(image_size=8, batch_size=64, verbose=0, warmup_epochs=0)
+
+
+def test_tiny_spec_learns_digits(tmp_path):
+    metrics = train(DIGITS_SPEC, "digits", output_dir=tmp_path / "run", epochs=8, **FAST)
+    assert metrics["test_accuracy"] >= 0.90, metrics["test_accuracy"]
+    assert metrics["epochs_run"] == 8 and metrics["resumed_from_epoch"] is None
+    assert metrics["params"] == DIGITS_SPEC.count_params(channels=1, classes=10)
+    assert metrics["split_sizes"] == {"train": 1258, "validation": 180, "test": 359}
+    assert metrics["train_images_per_second"] > 0
+    assert metrics["spec"] == DIGITS_SPEC.to_dict()
+    run = tmp_path / "run"
+    for name in (
+        "best.keras",
+        "last.keras",
+        "history.csv",
+        "curves.png",
+        "metrics.json",
+        "run.json",
+    ):
+        assert (run / name).stat().st_size > 0, name
+    assert any((run / "logs").rglob("*tfevents*"))
+    assert not (run / "backup").exists()  # removed once the run finished
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    # best.keras is a plain Keras file that reproduces the reported test accuracy.
+    best = keras.saving.load_model(run / "best.keras", safe_mode=True)
+    splits = load_dataset("digits", image_size=8, batch_size=64)
+    _, acc = best.evaluate(splits.test, verbose=0)
+    assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+    # Rerunning a finished run trains nothing and returns the same metrics.
+    started = time.perf_counter()
+    again = train(DIGITS_SPEC, "digits", output_dir=run, epochs=8, **FAST)
+    assert again == json.loads(json.dumps(metrics))
+    assert time.perf_counter() - started < 10
+
+    # Another configuration in the same directory is refused, not mixed in.
+    with pytest.raises(ValueError, match="differs in: epochs"):
+        train(DIGITS_SPEC, "digits", output_dir=run, epochs=9, **FAST)
+
+
+def test_one_hot_labels_and_label_smoothing(tmp_path):
+    splits = load_dataset("digits", image_size=8, label_mode="categorical", batch_size=64)
+    metrics = train(DIGITS_SPEC, splits, output_dir=tmp_path / "onehot", epochs=4, **FAST)
+    assert metrics["test_accuracy"] > 0.6
+    smooth = train(
+        DIGITS_SPEC, "digits", output_dir=tmp_path / "smooth", epochs=4, label_smoothing=0.1, **FAST
+    )
+    assert smooth["test_accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("optimizer, schedule", [("adam", "step"), ("adamw", "constant")])
+def test_optimizers_and_schedules(tmp_path, optimizer, schedule):
+    metrics = train(
+        DIGITS_SPEC, "digits", output_dir=tmp_path / "r", epochs=3, optimizer=optimizer,
+        schedule=schedule, **FAST,
+    )  # fmt: skip
+    assert metrics["config"]["optimizer"] == optimizer
+    assert metrics["test_accuracy"] > 0.5
+
+
+def test_mixed_precision_keeps_float32_output(tmp_path):
+    metrics = train(
+        DIGITS_SPEC, "digits", output_dir=tmp_path / "mp", epochs=2,
+        mixed_precision="mixed_bfloat16", **FAST,
+    )  # fmt: skip
+    model = keras.saving.load_model(tmp_path / "mp" / "best.keras")
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+    assert model.get_layer("conv1_conv").dtype_policy.name == "mixed_bfloat16"
+    assert model.predict_on_batch(np.zeros((1, 8, 8, 1), "float32")).dtype == np.float32
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    assert metrics["test_accuracy"] > 0.2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(epochs=0), "`epochs` must be a positive integer. Received: epochs=0"),
+        (dict(batch_size=-1), "Received: batch_size=-1"),
+        (dict(optimizer="rmsprop"), "Received: optimizer='rmsprop'"),
+        (dict(schedule="linear"), "Received: schedule='linear'"),
+        (dict(learning_rate=0.0), "Received: learning_rate=0.0"),
+        (dict(label_smoothing=1.5), "Received: label_smoothing=1.5"),
+        (dict(mixed_precision="float16"), "Received: mixed_precision='float16'"),
+        (dict(warmup_epochs=-1), "Received: warmup_epochs=-1"),
+    ],
+)
+def test_config_errors(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        TrainConfig(**kwargs)
+    assert message in str(e.value)
+
+
+def test_width_with_a_built_model_is_an_error(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    with pytest.raises(ValueError, match="Received: width=0.5"):
+        train(model, "digits", output_dir=tmp_path / "x", width=0.5)
+
+
+def _history_rows(path):
+    if not path.exists():
+        return 0
+    return max(0, len(path.read_text().strip().splitlines()) - 1)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    """A real `keras-resnet train` process, killed with SIGKILL mid-run, then rerun."""
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(DIGITS_SPEC.to_dict()))
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "keras_resnet.cli", "train", "--spec", str(spec_file),
+        "--dataset", "digits", "--epochs", "6", "--image-size", "8", "--output", str(run),
+        "--warmup-epochs", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while _history_rows(run / "history.csv") < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _history_rows(run / "history.csv")
+    assert 2 <= killed_at < 6
+    assert not (run / "metrics.json").exists()
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # Lost at most the epoch in progress: resumed from the last finished one.
+    assert metrics["resumed_from_epoch"] in (killed_at - 1, killed_at)
+    assert metrics["epochs_run"] == 6
+    assert metrics["test_accuracy"] >= 0.85
+    assert "resumed from" in done.stdout
+
+
+MIRRORED_SCRIPT = """
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+from keras_resnet.spec import ResNetSpec
+from keras_resnet.training import train
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+spec = ResNetSpec.from_dict(json.loads(sys.argv[1]))
+m = train(spec, "digits", output_dir=sys.argv[2], epochs=4, image_size=8, warmup_epochs=0,
+          strategy=strategy, verbose=0)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "acc": m["test_accuracy"]}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, DIGITS_SPEC.to_json(), str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["acc"] > 0.7
