@@ -23,7 +23,8 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/keras-resnet demo
+	rm -rf runs/demo
+	$(VENV)/bin/keras-resnet demo --output runs/demo
 
 test: install lint
 	$(PY) -m pytest

@@ -259,6 +259,23 @@ def _resume_epoch(backup_dir: Path) -> int | None:
     return None
 
 
+def _refuse_multi_worker(strategy: tf.distribute.Strategy) -> None:
+    """model.fit fails under MultiWorkerMirroredStrategy with 2+ workers in Keras 3.15.
+
+    See docs/distributed.md: refuse up front instead of failing inside fit.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    workers = sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+    if workers > 1:
+        raise ValueError(
+            "`strategy` is a MultiWorkerMirroredStrategy over several workers, which "
+            "Keras 3's model.fit does not support (see docs/distributed.md for the working "
+            f"custom-loop route). Received: strategy with {workers} workers"
+        )
+
+
 def _loss(label_mode: str, label_smoothing: float) -> keras.losses.Loss:
     if label_mode == "categorical":
         return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
@@ -456,6 +473,7 @@ def train(
     resumed_from = _resume_epoch(backup_dir)
 
     strategy = strategy or default_strategy()
+    _refuse_multi_worker(strategy)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
         keras.config.set_dtype_policy(config.mixed_precision)
