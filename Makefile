@@ -11,7 +11,7 @@ ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
 TF_FIRST := "tensorflow-cpu>=2.18,<2.22"
 endif
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
