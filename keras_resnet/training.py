@@ -6,7 +6,7 @@ pipelines of `keras_resnet.data.load_dataset`, and leaves one run directory:
 ```
 run_dir/
   run.json          what was asked (spec, dataset, hyperparameters): a rerun must match
-  best.keras        the epoch with the best validation accuracy
+  best.keras        the epoch with the lowest validation loss
   last.keras        the last finished epoch
   history.csv       per-epoch metrics (Keras' CSVLogger)
   logs/             TensorBoard
@@ -490,14 +490,16 @@ def train(
         keras.config.set_dtype_policy(previous_policy)
 
     history_rows = _read_history(run_dir / HISTORY)
-    best_so_far = max((r.get("val_accuracy", -math.inf) for r in history_rows), default=None)
+    best_so_far = min((r.get("val_loss", math.inf) for r in history_rows), default=None)
     throughput = _Throughput(config.batch_size)
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / BEST),
-            monitor="val_accuracy",
-            mode="max",
+            # val_loss, not val_accuracy: a small validation split reaches 100%
+            # accuracy early, and the first such epoch would then stay "best".
+            monitor="val_loss",
+            mode="min",
             save_best_only=True,
             initial_value_threshold=best_so_far if resumed_from else None,
         ),
