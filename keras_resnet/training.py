@@ -450,6 +450,10 @@ def train(
     if label_smoothing and splits.label_mode == "int":
         splits = _to_one_hot(splits)
 
+    # Checked before the run directory is created, so a refused run leaves no files.
+    strategy = strategy or default_strategy()
+    _refuse_multi_worker(strategy)
+
     run_dir = Path(output_dir)
     record = {
         "fingerprint": {
@@ -472,8 +476,6 @@ def train(
     _repair_backup(backup_dir)
     resumed_from = _resume_epoch(backup_dir)
 
-    strategy = strategy or default_strategy()
-    _refuse_multi_worker(strategy)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
         keras.config.set_dtype_policy(config.mixed_precision)

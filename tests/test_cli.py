@@ -67,7 +67,6 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, names):
     spec["stages"][0]["blocks"] = 0
     (tmp_path / "bad_spec.json").write_text(json.dumps(spec))
     subs = {
-        "{tmp}": str(tmp_path),
         "{empty}": _folder_without_images(tmp_path),
         "{bad_json}": str(tmp_path / "bad.json"),
         "{bad_spec}": str(tmp_path / "bad_spec.json"),
