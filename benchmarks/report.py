@@ -1,0 +1,436 @@
+"""Turns a benchmark results file into the README performance tables and a PNG chart.
+
+    python -m benchmarks.report [--results FILE_OR_DIR] [--readme FILE ...] [--chart PNG]
+                                [--check]
+
+The tables are written between marker lines, never typed by hand:
+
+    <!-- bench:summary:start --> ... <!-- bench:summary:end -->   ratios and targets
+    <!-- bench:detail:start --> ... <!-- bench:detail:end -->     every figure
+
+Each README gets the blocks whose markers it has (README.md: the summary;
+benchmarks/README.md: both). `--results` defaults to the newest full run in
+benchmarks/results/ (quick and partial runs are only used when named);
+`--check` writes nothing and exits 1 when a README is not what the results
+file generates.
+
+Every ratio is keras_resnet / reference *speed* (throughput, or the inverse of
+a time), so above 1.00 means keras_resnet is faster; 95% bootstrap intervals
+in brackets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import timing
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+READMES = (BENCH_DIR.parent / "README.md", BENCH_DIR / "README.md")
+BLOCKS = ("summary", "detail")
+
+PARITY = 1.00  # forward, train and build: at least keras.applications' speed
+MATMUL_FRACTION = 0.85  # ResNet50 forward at batch 32 against the matmul rate
+INT8_SPEEDUP = 3.0  # int8 TFLite against fp32 TFLite
+IMPORT_EXTRA_SECONDS = 0.3  # import keras_resnet against import keras
+
+
+# --- figures derived from the sections ----------------------------------------------------
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every speed ratio in the results, in report order, with its target where one is set.
+
+    Example:
+        >>> ratios({"sections": {}})
+        []
+    """
+    sections = results.get("sections", {})
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, ratio: dict[str, Any], target: float | None, **extra: Any) -> None:
+        rows.append({"name": name, "ratio": ratio["ratio"], "ci95": ratio["ci95"],
+                     "target": target, **extra})
+
+    build = sections.get("build", {})
+    for model, rec in build.get("models", {}).items():
+        add(f"build {model}", rec["speed_ratio"], PARITY, unit="s",
+            ours=rec["ours_seconds"]["median"], reference=rec["reference_seconds"]["median"])
+    forward = sections.get("forward", {})
+    for model, rec in forward.get("models", {}).items():
+        for key, modes in rec.items():
+            if not key.startswith("batch_"):
+                continue
+            for mode, cmp in modes.items():
+                add(f"forward {model} batch {key[6:]} ({mode})", cmp["speed_ratio"], PARITY,
+                    unit="images/s", ours=cmp["ours_images_per_second"],
+                    reference=cmp["reference_images_per_second"])
+    train = sections.get("train", {})
+    if "comparison" in train:
+        cmp = train["comparison"]
+        add(f"train step {train['model']} batch {train['batch']}", cmp["speed_ratio"], PARITY,
+            unit="images/s", ours=cmp["ours_images_per_second"],
+            reference=cmp["reference_images_per_second"])
+    imp = sections.get("import", {})
+    if "speed_ratio" in imp:
+        add("import keras_resnet vs import keras", imp["speed_ratio"], None, unit="s",
+            ours=imp["ours_seconds"]["median"], reference=imp["reference_seconds"]["median"])
+    flops = sections.get("flops", {})
+    if "fraction_of_matmul" in flops:
+        add(f"ResNet50 forward GFLOP/s / matmul GFLOP/s (batch {flops['batch']})",
+            flops["fraction_of_matmul"], MATMUL_FRACTION, unit="GFLOP/s",
+            ours=flops["resnet50_gflops"], reference=flops["matmul_best_gflops"])
+    tflite = sections.get("tflite", {})
+    for model, rec in tflite.get("models", {}).items():
+        for variant, v in rec["variants"].items():
+            if variant != "fp32":
+                add(f"TFLite {model} {variant} vs fp32 TFLite", v["speedup_vs_fp32"],
+                    INT8_SPEEDUP if variant == "int8" else None, unit="ms",
+                    ours=v["latency_ms"]["median"],
+                    reference=rec["variants"]["fp32"]["latency_ms"]["median"])
+        for variant, v in rec["variants"].items():
+            add(f"TFLite {model} {variant} vs Keras", v["speedup_vs_keras"], None, unit="ms",
+                ours=v["latency_ms"]["median"], reference=rec["keras_latency_ms"]["median"])
+    gpu = sections.get("gpu", {})
+    for key, rec in gpu.get("configs", {}).items():
+        if "+" in key or "mixed" in key:
+            add(f"GPU {gpu['model']} {key} vs float32", rec["speedup_vs_float32"], None,
+                unit="images/s", ours=rec["images_per_second"], reference=None)
+    return rows
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value, whether it is met, and by how much not.
+
+    A target counts as met when the figure reaches it or its 95% interval does
+    (the benchmark cannot tell them apart). `shortfall` is how far the figure is
+    from the target (a fraction of the target for ratios, seconds for import).
+    """
+    rows = []
+    for r in ratios(results):
+        if r["target"] is None:
+            continue
+        met = timing.within_noise_at_least(r, r["target"])
+        rows.append({
+            "name": r["name"],
+            "target": f">= {r['target']:.2f}x",
+            "value": r["ratio"],
+            "ci95": r["ci95"],
+            "met": met,
+            "shortfall": None if met else (r["target"] - r["ratio"]) / r["target"],
+        })
+    imp = results.get("sections", {}).get("import", {})
+    if "extra_seconds" in imp:
+        extra = imp["extra_seconds"]
+        met = extra["delta"] <= IMPORT_EXTRA_SECONDS or bool(
+            extra["ci95"] and extra["ci95"][0] <= IMPORT_EXTRA_SECONDS
+        )
+        rows.append({
+            "name": "import keras_resnet - import keras (s)",
+            "target": f"<= +{IMPORT_EXTRA_SECONDS:.2f} s",
+            "value": extra["delta"],
+            "ci95": extra["ci95"],
+            "met": met,
+            "shortfall": None if met else extra["delta"] - IMPORT_EXTRA_SECONDS,
+        })
+    return rows
+
+
+# --- text ---------------------------------------------------------------------------------
+
+
+def _ci(ci: list[float] | None, fmt: str = "{:.2f}") -> str:
+    return f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else ""
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def _status(target: dict[str, Any] | None) -> str:
+    if target is None:
+        return ""
+    if target["met"]:
+        return "met"
+    if target["name"].startswith("import"):
+        return f"missed by {target['shortfall']:.2f} s"
+    return f"missed by {100 * target['shortfall']:.0f}%"
+
+
+def _header(results: dict[str, Any], source: str) -> str:
+    m, v = results["machine"], results["versions"]
+    load = results.get("load_average", {})
+    cpu = m["cpu"]
+    cores = f"{m['logical_cores']} logical cores"
+    if cpu.get("physical_cores"):
+        cores += f" / {cpu['physical_cores']} physical"
+    gpus = ", ".join(g["name"] for g in m.get("gpus", [])) or "no GPU"
+    kind = "" if results.get("kind") == "full" else f" **{results.get('kind')} run**,"
+    return (
+        f"Measured{kind} {results['date']} on {cpu['model']} ({cores}, {m['ram_gib']} GiB, "
+        f"{gpus}); TensorFlow {v['tensorflow']}, Keras {v['keras']}, keras_resnet "
+        f"{v['keras_resnet']}, ai-edge-litert {v.get('ai_edge_litert') or '-'}. Load average "
+        f"{load.get('start', ['?'])[0]} at the start, {load.get('end', ['?'])[0]} at the end. "
+        f"Source: `{source}`; generated by `python -m benchmarks.report`, do not edit."
+    )
+
+
+def summary_markdown(results: dict[str, Any], source: str) -> str:
+    """Ratios (higher = keras_resnet faster) and targets, for README.md."""
+    by_name = {t["name"]: t for t in targets(results)}
+    lines = [
+        _header(results, source),
+        "",
+        "Ratio: keras_resnet speed / reference speed (above 1.00: keras_resnet faster), "
+        "median of interleaved repetitions, 95% bootstrap interval in brackets.",
+        "",
+        "| figure | keras_resnet | reference | ratio | target | |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for r in ratios(results):
+        target = by_name.get(r["name"])
+        lines.append(
+            f"| {r['name']} | {_num(r['ours'], r['unit'])} | {_num(r['reference'], r['unit'])} "
+            f"| {r['ratio']:.2f}{_ci(r['ci95'])} "
+            f"| {target['target'] if target else ''} | {_status(target)} |"
+        )
+    imp = by_name.get("import keras_resnet - import keras (s)")
+    if imp:
+        lines.append(
+            f"| import keras_resnet - import keras | | | {imp['value']:+.3f} s"
+            f"{_ci(imp['ci95'], '{:+.3f}')} | {imp['target']} | {_status(imp)} |"
+        )
+    digits = results.get("sections", {}).get("digits", {})
+    if "train_images_per_second" in digits:
+        t98 = digits.get("time_to_98_seconds")
+        lines += [
+            "",
+            f"ResNet-20 on the digits pipeline: {_num(digits['train_images_per_second'])} "
+            "training images/s; the demo reaches 98% validation accuracy "
+            + (
+                f"in {t98:.0f} s (epoch {digits['epochs_to_98']})"
+                if t98 is not None
+                else f"(not measured: {digits.get('time_to_98_note')})"
+            )
+            + f", test accuracy {digits['test_accuracy']:.4f} after {digits['epochs']} epochs.",
+        ]
+    gpu = results.get("sections", {}).get("gpu", {})
+    if "skipped" in gpu:
+        lines += ["", f"GPU section skipped: {gpu['skipped']}."]
+    return "\n".join(lines)
+
+
+def detail_markdown(results: dict[str, Any], source: str) -> str:
+    """Every figure, for benchmarks/README.md."""
+    sections = results.get("sections", {})
+    lines = [summary_markdown(results, source)]
+    flops = sections.get("flops", {})
+    if "resnet50_gflops" in flops:
+        profiled = flops.get("profiler_flops_per_image")
+        lines += [
+            "",
+            "**ResNet50 forward against the matmul rate.** "
+            f"{flops['flops_per_image'] / 1e9:.3f} GFLOPs per {flops['image_size']}px image "
+            "(2 x conv and dense MACs"
+            + (f"; TF profiler: {profiled / 1e9:.3f}" if profiled else "")
+            + f"); at batch {flops['batch']} (predict_on_batch) "
+            f"{flops['resnet50_gflops']:.1f} GFLOP/s. fp32 matmul: "
+            + ", ".join(
+                f"n={n} {m['gflops']:.1f}" for n, m in flops["matmul"].items()
+            )
+            + f" GFLOP/s; the best, {flops['matmul_best_gflops']:.1f}, is the limit used: "
+            f"fraction {flops['fraction_of_matmul']['ratio']:.2f}"
+            f"{_ci(flops['fraction_of_matmul']['ci95'])}.",
+        ]
+    tflite = sections.get("tflite", {})
+    if tflite.get("models"):
+        lines += [
+            "",
+            f"**TFLite, batch 1, {tflite['num_threads']} threads** ({tflite.get('runtime')}; "
+            "Keras: predict_on_batch). Speed-ups are Keras or fp32 latency / variant "
+            "latency.",
+            "",
+            "| model | variant | size | latency | vs fp32 TFLite | vs Keras | "
+            "top-1 agreement with Keras | accuracy |",
+            "|---|---|---:|---:|---|---|---:|---:|",
+        ]
+        for model, rec in tflite["models"].items():
+            lines.append(
+                f"| {model} | Keras | | {_num(rec['keras_latency_ms']['median'], 'ms')} | | | "
+                f"| {_num(rec.get('keras_accuracy'))} |"
+            )
+            for variant, v in rec["variants"].items():
+                lines.append(
+                    f"| {model} | {variant} | {v['size_bytes'] / 1e6:.2f} MB "
+                    f"| {_num(v['latency_ms']['median'], 'ms')} "
+                    f"| {v['speedup_vs_fp32']['ratio']:.2f}{_ci(v['speedup_vs_fp32']['ci95'])} "
+                    f"| {v['speedup_vs_keras']['ratio']:.2f}"
+                    f"{_ci(v['speedup_vs_keras']['ci95'])} "
+                    f"| {v['top1_agreement_with_keras']:.3f} | {_num(v.get('accuracy'))} |"
+                )
+        lines.append("")
+        lines += [
+            f"- {model}: weights {rec['weights']}; int8 calibration data: "
+            f"{rec['representative_data']}; compared on {rec['eval_data']}."
+            for model, rec in tflite["models"].items()
+        ]
+    gpu = sections.get("gpu", {})
+    if gpu.get("configs"):
+        lines += [
+            "",
+            f"**GPU** ({', '.join(gpu['devices'])}; {gpu['model']}, batch {gpu['batch']}):",
+            "",
+            "| config | images/s | vs float32 |",
+            "|---|---:|---|",
+        ]
+        for key, rec in gpu["configs"].items():
+            ratio = rec["speedup_vs_float32"]
+            lines.append(
+                f"| {key} | {_num(rec['images_per_second'])} "
+                f"| {ratio['ratio']:.2f}{_ci(ratio['ci95'])} |"
+            )
+    errors = [f"{name}: {s['error']}" for name, s in sections.items() if "error" in s]
+    if errors:
+        lines += ["", "Sections that failed: " + "; ".join(errors) + "."]
+    return "\n".join(lines)
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """The ratios and targets as plain text, printed at the end of a benchmark run."""
+    status = {t["name"]: t for t in targets(results)}
+    width = max((len(r["name"]) for r in ratios(results)), default=10)
+    lines = ["speed ratios keras_resnet / reference (above 1: keras_resnet faster)"]
+    for r in ratios(results):
+        target = status.get(r["name"])
+        lines.append(f"  {r['name']:<{width}}  {r['ratio']:6.3f}{_ci(r['ci95'], '{:.3f}')}"
+                     f"  {_status(target)}")
+    imp = status.get("import keras_resnet - import keras (s)")
+    if imp:
+        lines.append(f"  import keras_resnet - import keras: {imp['value']:+.3f} s  "
+                     f"{_status(imp)}")
+    return "\n".join(lines)
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def latest_results(directory: Path) -> Path:
+    """The newest full run (by its recorded date) in `directory`."""
+    candidates = []
+    for path in directory.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("kind") == "full" and data.get("sections"):
+            candidates.append((data["date"], path))
+    if not candidates:
+        raise FileNotFoundError(f"no full benchmark results in {directory}; run `make bench`")
+    return max(candidates)[1]
+
+
+def replace_block(text: str, block: str, content: str) -> str:
+    """`text` with the lines between `block`'s start and end markers replaced by `content`."""
+    start, end = f"<!-- bench:{block}:start -->", f"<!-- bench:{block}:end -->"
+    head, sep, rest = text.partition(start)
+    if not sep:
+        return text
+    _, sep_end, tail = rest.partition(end)
+    if not sep_end:
+        raise ValueError(f"{start} without {end}")
+    return f"{head}{start}\n{content}\n{end}{tail}"
+
+
+def render_readme(text: str, results: dict[str, Any], source: str) -> str:
+    """The README text with every bench block it has regenerated."""
+    makers = {"summary": summary_markdown, "detail": detail_markdown}
+    for block in BLOCKS:
+        text = replace_block(text, block, makers[block](results, source))
+    return text
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """A horizontal bar chart of every ratio, with its interval and target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = ratios(results)
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.6), dpi=80)
+    y = list(range(len(rows)))[::-1]
+    values = [r["ratio"] for r in rows]
+    errors = [
+        [r["ratio"] - r["ci95"][0] if r["ci95"] else 0 for r in rows],
+        [r["ci95"][1] - r["ratio"] if r["ci95"] else 0 for r in rows],
+    ]
+    colours = [
+        "tab:gray" if r["target"] is None
+        else "tab:green" if timing.within_noise_at_least(r, r["target"]) else "tab:red"
+        for r in rows
+    ]
+    ax.barh(y, values, xerr=errors, color=colours, capsize=2)
+    for yi, r in zip(y, rows, strict=True):
+        if r["target"] is not None:
+            ax.plot([r["target"]] * 2, [yi - 0.4, yi + 0.4], color="black", lw=1.5)
+    ax.axvline(1.0, color="black", lw=0.6, ls="--")
+    ax.set_yticks(y, [r["name"] for r in rows], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("keras_resnet / reference speed (log; green met, red missed, bar = target)")
+    ax.set_title(f"keras_resnet benchmark, {results['machine']['cpu']['model']}, "
+                 f"{results['date'][:10]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
+                        help="a results file, or a directory to take the newest full run from")
+    parser.add_argument("--readme", type=Path, nargs="+", default=list(READMES))
+    parser.add_argument("--chart", type=Path, help="PNG path (default: beside the results)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a README is out of date")
+    args = parser.parse_args(argv)
+
+    path = latest_results(args.results) if args.results.is_dir() else args.results
+    results = json.loads(path.read_text())
+    try:
+        source = path.resolve().relative_to(BENCH_DIR.parent).as_posix()
+    except ValueError:
+        source = path.name
+    stale = []
+    for readme in args.readme:
+        text = readme.read_text()
+        new = render_readme(text, results, source)
+        if new != text:
+            stale.append(readme)
+            if not args.check:
+                readme.write_text(new)
+    if args.check:
+        for readme in stale:
+            print(f"{readme} is not what {path} generates; run python -m benchmarks.report")
+        return 1 if stale else 0
+    chart = args.chart or path.with_suffix(".png")
+    plot(results, chart)
+    print(f"{path} -> {', '.join(map(str, args.readme))}, {chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
