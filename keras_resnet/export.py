@@ -47,6 +47,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -973,7 +974,9 @@ def _export_onnx(model: keras.Model, path: Path) -> None:
     h, w, c, _ = _check_classifier(model)
     # Keras' ONNX exporter refuses a model that has never been called.
     model(np.zeros((1, h, w, c), np.float32), training=False)
-    with contextlib.redirect_stdout(io.StringIO()):
+    # keras' tf2onnx shim probes np.object, which warns on NumPy 2.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         model.export(
             str(path),
             format="onnx",
