@@ -256,7 +256,13 @@ def _write_saved_model(
             serve_uint8,
             input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")],
         )
-    archive.write_out(str(path), verbose=False)
+    # SavedModel writing logs "Assets written to <temporary path>" at INFO level.
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")
+    try:
+        archive.write_out(str(path), verbose=False)
+    finally:
+        logger.setLevel(level)
 
 
 def _tensor_info(spec: tf.TensorSpec, name: str | None = None) -> dict[str, Any]:
