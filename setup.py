@@ -41,6 +41,9 @@ def _tensorflow_requirement() -> str:
     return f"tensorflow{TF_MIN}"
 
 
+# keras' ONNX exporter uses tf2onnx; onnxruntime verifies the file.
+ONNX = ["tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"]
+
 setup(
     name="keras3-resnet",
     version=VERSION,
@@ -62,9 +65,12 @@ setup(
         "scikit-learn>=1.3",  # the offline digits dataset
         "matplotlib>=3.7",  # training curves, tuner Pareto plot
         "tensorboard",  # TF 2.21 no longer depends on it; training writes its logs
+        "ai-edge-litert>=1.2",  # the LiteRT interpreter that verifies and times TFLite exports
     ],
     extras_require={
+        "onnx": ONNX,
         "dev": [
+            *ONNX,  # so the tests cover the optional ONNX export
             "pytest>=8",
             "pytest-timeout",
             "hypothesis>=6.100",

@@ -95,8 +95,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from keras_resnet.export import export_run
+
+    output = args.output or str(Path("saved_models") / Path(args.source).resolve().stem)
+    export_run(
+        args.source,
+        output,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        formats=args.formats,
+        overwrite=args.overwrite,
+        calibration_samples=args.calibration_samples,
+        verify_samples=args.verify_samples,
+        min_int8_agreement=args.min_int8_agreement,
+        preprocessing=args.preprocessing,
+        top_k=args.top_k,
+        uint8_signature=not args.no_uint8_signature,
+        latency_runs=args.latency_runs,
+        num_threads=args.threads,
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: ResNet-20 on the offline digits, to >= 98% test accuracy."""
+    """The main job: ResNet-20 on the offline digits, to >= 98% test accuracy, then export."""
+    from keras_resnet.export import export_run
     from keras_resnet.training import train
 
     metrics = train(
@@ -109,6 +135,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     ok = metrics["test_accuracy"] >= 0.98
+    if args.export:
+        export_run(args.output, args.export, formats="all", overwrite=True)
     print(
         f"demo: ResNet-20 on digits, test accuracy {metrics['test_accuracy']:.4f} "
         f"({'meets' if ok else 'MISSES'} the 0.98 bar) in {metrics['wall_seconds']:.0f} s"
@@ -164,8 +192,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("export", help="export a run or .keras file to .keras/SavedModel/TFLite")
+    p.add_argument("source", help="a run directory (its best.keras) or a .keras file")
+    p.add_argument("--output", help="directory to create (default saved_models/<source name>)")
+    p.add_argument(
+        "--formats",
+        default="all",
+        help="all | tflite | comma list of "
+        + ", ".join(
+            (
+                "keras",
+                "saved_model",
+                "tflite_fp32",
+                "tflite_fp16",
+                "tflite_dynamic",
+                "tflite_int8",
+                "onnx",
+            )
+        ),
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--dataset", help="calibration/verification data (default: the run's)")
+    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    p.add_argument("--calibration-samples", type=int, default=200, help="int8 calibration images")
+    p.add_argument("--verify-samples", type=int, default=1000, help="test images compared")
+    p.add_argument("--min-int8-agreement", type=float, default=0.99)
+    p.add_argument("--preprocessing", default="unit", help="uint8 signature: unit|caffe|tf|none")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--no-uint8-signature", action="store_true")
+    p.add_argument("--latency-runs", type=int, default=50, help="batch-1 runs per TFLite file")
+    p.add_argument("--threads", type=int, help="LiteRT threads for latency (default: all cores)")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("demo", help="train ResNet-20 on the offline digits (the main job)")
     p.add_argument("--output", default="runs/demo")
+    p.add_argument(
+        "--export",
+        default="saved_models/digits-resnet20",
+        help="export the trained model here (every format, replaced); '' to skip",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -1,0 +1,418 @@
+"""Export: every format written, reloaded in its own runtime and compared; atomic; every error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import cli, export
+from keras_resnet.applications import ResNet20
+from keras_resnet.data import load_dataset
+from keras_resnet.spec import StageSpec
+from keras_resnet.training import train
+from tests.helpers import tiny_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_SPEC = tiny_spec(
+    stages=(StageSpec(16, 1, 1), StageSpec(32, 1, 2)), stem_filters=16, bn_momentum=0.9
+)
+TFLITE = [f"tflite_{v}" for v in export.TFLITE_VARIANTS]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny ResNet trained on 8x8 digits (about 15 s): real weights give agreement meaning."""
+    path = tmp_path_factory.mktemp("export") / "run"
+    metrics = train(
+        DIGITS_SPEC,
+        "digits",
+        output_dir=path,
+        epochs=8,
+        image_size=8,
+        batch_size=64,
+        verbose=0,
+        warmup_epochs=0,
+    )
+    assert metrics["test_accuracy"] >= 0.9
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir):
+    out = run_dir.parent / "saved" / "digits-tiny"
+    formats = "all" if export.onnx_available() else list(export.DEFAULT_FORMATS)
+    manifest = export.export_run(run_dir, out, formats=formats, latency_runs=20)
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def test_images(run_dir):
+    splits = load_dataset("digits", image_size=8, augment=False)
+    images = np.concatenate([x for x, _ in splits.test])
+    labels = np.concatenate([y for _, y in splits.test])
+    return images, labels
+
+
+def test_every_format_is_written_and_listed(exported):
+    out, manifest = exported
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == manifest
+    expected = set(export.DEFAULT_FORMATS) | ({"onnx"} if export.onnx_available() else set())
+    assert set(manifest["artifacts"]) == expected
+    for fmt, artifact in manifest["artifacts"].items():
+        path = out / artifact["path"]
+        assert path.exists(), fmt
+        size = (
+            sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if path.is_dir()
+            else path.stat().st_size
+        )
+        assert artifact["size_bytes"] == size > 0
+        assert artifact["verification"]["passed"] and artifact["verification"]["samples"] == 359
+    assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    assert manifest["spec"] == DIGITS_SPEC.to_dict()
+    assert manifest["params"] == DIGITS_SPEC.count_params(channels=1, classes=10)
+    assert manifest["versions"]["tensorflow"] and manifest["versions"]["ai_edge_litert"]
+    assert manifest["verification_data"]["calibration_samples"] == 200
+    assert not list(out.parent.glob(".digits-tiny.*")), "temporary directory left behind"
+
+
+def test_float_artifacts_match_keras_and_quantised_ones_agree(exported):
+    _, manifest = exported
+    artifacts = manifest["artifacts"]
+    for fmt in ("saved_model", "tflite_fp32", "onnx"):
+        if fmt in artifacts:
+            assert artifacts[fmt]["verification"]["max_abs_diff"] <= 1e-5, fmt
+    assert artifacts["keras"]["verification"]["max_abs_diff"] == 0.0
+    assert 0 < artifacts["tflite_fp16"]["verification"]["max_abs_diff"] <= 1e-2
+    # The issue's bar: full int8 keeps >= 99% top-1 agreement on the digits test split.
+    assert artifacts["tflite_int8"]["verification"]["top1_agreement"] >= 0.99
+    assert artifacts["tflite_dynamic"]["verification"]["top1_agreement"] >= 0.99
+    keras_accuracy = artifacts["keras"]["verification"]["accuracy"]
+    assert keras_accuracy >= 0.9
+    assert abs(artifacts["tflite_int8"]["verification"]["accuracy"] - keras_accuracy) <= 0.01
+
+
+def test_tflite_variants_sizes_io_latency_and_gpu_report(exported):
+    _, manifest = exported
+    a = manifest["artifacts"]
+    fp32 = a["tflite_fp32"]["size_bytes"]
+    assert a["tflite_fp16"]["size_bytes"] < 0.7 * fp32
+    assert a["tflite_dynamic"]["size_bytes"] < 0.5 * fp32
+    assert a["tflite_int8"]["size_bytes"] < 0.5 * fp32
+    int8 = a["tflite_int8"]
+    assert int8["inputs"][0]["dtype"] == "int8" and int8["outputs"][0]["dtype"] == "int8"
+    assert int8["inputs"][0]["quantization"]["scale"] > 0
+    assert int8["inputs"][0]["shape"] == [-1, 8, 8, 1]
+    for fmt in TFLITE:
+        assert a[fmt]["signature_inputs"] == ["images"], fmt
+        assert a[fmt]["signature_outputs"] == ["probabilities"], fmt
+        latency = a[fmt]["latency_batch1"]
+        assert latency["runs"] == 20 and 0 < latency["p10_ms"] <= latency["median_ms"]
+        assert a[fmt]["gpu_delegate"]["analyzer"].startswith("tf.lite.experimental.Analyzer")
+    for fmt in ("tflite_fp32", "tflite_fp16"):
+        assert a[fmt]["gpu_delegate"]["compatible"], a[fmt]["gpu_delegate"]
+    assert a["tflite_fp32"]["inputs"][0]["quantization"] is None
+    assert manifest["keras_latency_batch1"]["median_ms"] > 0
+
+
+def test_saved_model_signatures_have_stable_names(exported):
+    _, manifest = exported
+    signatures = manifest["artifacts"]["saved_model"]["signatures"]
+    assert set(signatures) == {"serving_default", "serving_uint8"}
+    default = signatures["serving_default"]
+    assert default["inputs"] == [{"name": "images", "shape": [-1, 8, 8, 1], "dtype": "float32"}]
+    assert [o["name"] for o in default["outputs"]] == ["probabilities"]
+    uint8 = signatures["serving_uint8"]
+    assert uint8["inputs"] == [{"name": "images", "shape": [-1, -1, -1, 1], "dtype": "uint8"}]
+    assert {o["name"] for o in uint8["outputs"]} == {
+        "probabilities",
+        "top_k_ids",
+        "top_k_scores",
+        "top_k_labels",
+    }
+    check = manifest["artifacts"]["saved_model"]["serving_uint8"]
+    assert check["passed"] and check["labels_match"] and check["top_k_ids_match"] == 1.0
+
+
+_NO_KERAS_RESNET = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    sys.modules["keras_resnet"] = None  # any import of it now raises ImportError
+    try:
+        import keras_resnet  # noqa: F401
+        raise SystemExit("keras_resnet is importable")
+    except ImportError:
+        pass
+    import keras, tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, data = sys.argv[1], np.load(sys.argv[2])
+    x, small = data["x"], data["small"]
+    result = {}
+    model = keras.saving.load_model(f"{out}/model.keras", safe_mode=True)
+    result["keras"] = model.predict(x, verbose=0).tolist()
+    loaded = tf.saved_model.load(f"{out}/saved_model")
+    result["saved_model"] = loaded.signatures["serving_default"](
+        images=tf.constant(x))["probabilities"].numpy().tolist()
+    u8 = loaded.signatures["serving_uint8"](images=tf.constant(small))
+    result["uint8_ids"] = u8["top_k_ids"].numpy().tolist()
+    result["uint8_labels"] = [[s.decode() for s in r] for r in u8["top_k_labels"].numpy()]
+    result["uint8_sum"] = u8["probabilities"].numpy().sum(-1).tolist()
+    for v in ("fp32", "fp16", "dynamic", "int8"):
+        it = Interpreter(model_path=f"{out}/tflite/model_{v}.tflite")
+        runner = it.get_signature_runner("serving_default")
+        inp = it.get_input_details()[0]
+        scale, zero = inp["quantization"]
+        images = x if not scale else np.round(x / scale + zero).clip(-128, 127).astype(np.int8)
+        preds = []
+        for i in range(len(x)):
+            y = runner(images=images[i : i + 1])["probabilities"]
+            if y.dtype != np.float32:
+                s, z = it.get_output_details()[0]["quantization"]
+                y = (y.astype(np.float32) - z) * s
+            preds.append(y[0])
+        result[v] = np.array(preds).tolist()
+    try:
+        import onnxruntime
+        session = onnxruntime.InferenceSession(f"{out}/model.onnx")
+        result["onnx"] = session.run(None, {session.get_inputs()[0].name: x})[0].tolist()
+    except (ImportError, FileNotFoundError, ValueError):
+        pass
+    print(json.dumps(result))
+    """
+)
+
+
+@pytest.mark.slow
+def test_artifacts_load_where_keras_resnet_cannot_be_imported(exported, test_images, tmp_path):
+    out, _ = exported
+    x = test_images[0][:24]
+    small = (np.random.default_rng(0).uniform(0, 255, (3, 20, 13, 1))).astype(np.uint8)
+    np.savez(tmp_path / "data.npz", x=x, small=small)
+    script = tmp_path / "load.py"
+    script.write_text(_NO_KERAS_RESNET)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out), str(tmp_path / "data.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    reference = keras.saving.load_model(out / "model.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(result["keras"], reference, atol=1e-6)
+    np.testing.assert_allclose(result["saved_model"], reference, atol=1e-5)
+    np.testing.assert_allclose(result["fp32"], reference, atol=1e-5)
+    np.testing.assert_allclose(result["fp16"], reference, atol=1e-2)
+    for v in ("dynamic", "int8"):
+        agree = np.mean(np.argmax(result[v], -1) == reference.argmax(-1))
+        assert agree >= 0.95, (v, agree)
+    if "onnx" in result:
+        np.testing.assert_allclose(result["onnx"], reference, atol=1e-5)
+    # The uint8 signature resizes any image size inside: 20x13 in, 5 classes out.
+    assert np.array(result["uint8_ids"]).shape == (3, 5)
+    assert all(label in [str(i) for i in range(10)] for r in result["uint8_labels"] for label in r)
+    np.testing.assert_allclose(result["uint8_sum"], 1.0, atol=1e-5)
+
+
+def test_existing_target_is_refused_then_replaced_with_overwrite(exported, run_dir):
+    out, manifest = exported
+    with pytest.raises(ValueError, match="already exists.*overwrite"):
+        export.export_run(run_dir, out, formats="keras")
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    copy = out.parent / "replaced"
+    export.export_run(run_dir, copy, formats="keras", latency_runs=0)
+    export.export_run(run_dir, copy, formats="tflite_fp32", overwrite=True, latency_runs=0)
+    assert set(json.loads((copy / "manifest.json").read_text())["artifacts"]) == {"tflite_fp32"}
+    assert not (copy / "model.keras").exists()
+    assert sorted(p.name for p in copy.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_failed_verification_writes_nothing(run_dir, tmp_path):
+    target = tmp_path / "strict"
+    with pytest.raises(export.ExportVerificationError, match="tflite_fp16 failed verification"):
+        export.export_run(
+            run_dir,
+            target,
+            formats="keras,tflite_fp16",
+            tolerances={"tflite_fp16": {"max_abs_diff": 1e-9}},
+            latency_runs=0,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+_KILLABLE = textwrap.dedent(
+    """
+    import sys
+    from keras_resnet.export import export_run
+    export_run(sys.argv[1], sys.argv[2], formats="all", latency_runs=2000, overwrite=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_export_leaves_nothing_then_a_rerun_completes(run_dir, tmp_path):
+    target = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, str(run_dir), str(target)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    partial = []
+    # Kill once the first TFLite file exists: mid-way, with files already written.
+    while time.time() < deadline and proc.poll() is None:
+        partial = list(tmp_path.glob(".killed.partial-*/tflite/*.tflite"))
+        if partial:
+            break
+        time.sleep(0.2)
+    assert partial, "the export never reached the TFLite stage"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not target.exists()
+    manifest = export.export_run(run_dir, target, formats="keras,tflite_fp32", latency_runs=0)
+    assert set(manifest["artifacts"]) == {"keras", "tflite_fp32"}
+    assert [p.name for p in tmp_path.iterdir()] == ["killed"], "the stale partial was not removed"
+
+
+def test_public_tflite_helpers_on_a_fresh_resnet20():
+    model = ResNet20(input_shape=(16, 16, 3), classes=10)
+    x = np.random.default_rng(1).uniform(0, 1, (4, 16, 16, 3)).astype(np.float32)
+    flatbuffer = export.convert_tflite(model, "fp32")
+    np.testing.assert_allclose(
+        export.run_tflite(flatbuffer, x), model.predict(x, verbose=0), atol=1e-5
+    )
+    latency = export.tflite_latency(flatbuffer, runs=5, warmup=1, num_threads=1)
+    assert latency["num_threads"] == 1 and latency["median_ms"] > 0
+    assert latency["runtime"].startswith("ai_edge_litert")
+    int8 = export.convert_tflite(model, "int8", representative_data=x)
+    assert export.run_tflite(int8, x).shape == (4, 10)
+    assert export.gpu_delegate_report(flatbuffer)["compatible"]
+
+
+def test_a_keras_file_without_a_run_exports_float_formats_on_random_images(run_dir, tmp_path):
+    lone = tmp_path / "lone.keras"
+    lone.write_bytes((run_dir / "best.keras").read_bytes())
+    manifest = export.export_run(
+        lone, tmp_path / "out", formats="keras,tflite_fp32", latency_runs=0, verbose=False
+    )
+    assert manifest["verification_data"]["source"].startswith("random")
+    assert manifest["spec"] is None
+    with pytest.raises(ValueError, match="--dataset"):
+        export.export_run(lone, tmp_path / "int8", formats="tflite_int8")
+    manifest = export.export_run(
+        lone, tmp_path / "int8", formats="tflite_int8", dataset="digits", latency_runs=0
+    )
+    assert manifest["artifacts"]["tflite_int8"]["verification"]["top1_agreement"] >= 0.99
+
+
+def test_parse_formats():
+    assert export.parse_formats("tflite") == TFLITE
+    assert export.parse_formats(["TFLITE_INT8", "keras", "keras"]) == ["keras", "tflite_int8"]
+    assert "onnx" not in export.parse_formats("all") or export.onnx_available()
+    with pytest.raises(ValueError, match=r"Received: formats='tflite_int4'"):
+        export.parse_formats("tflite_int4")
+    with pytest.raises(ValueError, match="names no format"):
+        export.parse_formats([])
+
+
+def _run_cli(capsys, *argv):
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code, stdout, _ = _run_cli(
+        capsys,
+        "export",
+        str(run_dir),
+        "--output",
+        str(out),
+        "--formats",
+        "tflite_fp32,tflite_int8",
+        "--latency-runs",
+        "3",
+    )
+    assert code == 0
+    assert "tflite/model_int8.tflite" in stdout and " ms " in stdout
+    assert (out / "tflite" / "model_int8.tflite").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["missing-run"], "`source` does not exist. Received: source='missing-run'"),
+        (["{run}", "--formats", "tflite_int4"], "Received: formats='tflite_int4'"),
+        (["{corrupt}"], "`source` must be a Keras 3 `.keras` file"),
+        (["{garbage_zip}"], "`source` cannot be loaded"),
+        (["{empty_dir}"], "without best.keras or last.keras"),
+        (["{run}", "--output", "{run}"], "`output_dir` already exists"),
+        (["{run}", "--min-int8-agreement", "1.5"], "Received: min_int8_agreement=1.5"),
+        (["{run}", "--preprocessing", "imagenet"], "Received: preprocessing='imagenet'"),
+        (["{run}", "--top-k", "0"], "Received: top_k=0"),
+        (["{run}", "--calibration-samples", "0"], "Received: calibration_samples=0"),
+    ],
+)
+def test_cli_export_errors_exit_2_in_one_line(run_dir, tmp_path, capsys, argv, message):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    garbage_zip = tmp_path / "garbage.keras"
+    import zipfile
+
+    with zipfile.ZipFile(garbage_zip, "w") as z:
+        z.writestr("config.json", "{not json")
+    (tmp_path / "empty").mkdir()
+    paths = {"run": run_dir, "corrupt": corrupt, "garbage_zip": garbage_zip}
+    paths["empty_dir"] = tmp_path / "empty"
+    argv = [a.format(**paths) for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    extra = [] if "--output" in argv else ["--output", str(tmp_path / "x")]
+    code, _, err = _run_cli(capsys, "export", *argv, *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-resnet export: error: "), err
+    assert message in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "files were written"
+
+
+def test_api_errors_name_the_argument(run_dir):
+    model = keras.saving.load_model(run_dir / "best.keras")
+    with pytest.raises(ValueError, match="tflite_int8 needs calibration images"):
+        export.export_model(
+            model, "unused", formats="tflite_int8", validation_data=np.zeros((2, 8, 8, 1))
+        )
+    with pytest.raises(
+        ValueError, match=r"Received: representative_data of shape \(2, 16, 16, 1\)"
+    ):
+        export.export_model(model, "unused", representative_data=np.zeros((2, 16, 16, 1)))
+    with pytest.raises(ValueError, match="judged by top-1 agreement"):
+        export.export_model(model, "unused", formats="tflite_dynamic")
+    with pytest.raises(ValueError, match=r"Received: 3 class_names"):
+        export.export_model(model, "unused", formats="keras", class_names=["a", "b", "c"])
+    backbone = keras.Model(model.input, model.layers[-3].output)
+    with pytest.raises(ValueError, match="must be a classifier"):
+        export.export_model(backbone, "unused", formats="keras")
+    with pytest.raises(ValueError, match="Received: variant='int4'"):
+        export.convert_tflite(model, "int4")
+    assert not Path("unused").exists()
