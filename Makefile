@@ -11,7 +11,7 @@ ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
 TF_FIRST := "tensorflow-cpu>=2.18,<2.22"
 endif
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: install
 
 test: install lint
 	$(PY) -m pytest
+
+# Full benchmark (~20 min on 2 cores; run it on a quiet machine), then the README
+# tables and chart from its results file.
+bench: install
+	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.report
 
 lint: install
 	$(PY) -m ruff check keras_resnet tests benchmarks setup.py

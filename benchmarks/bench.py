@@ -101,7 +101,7 @@ QUICK = Settings(
     train_reps=2,
     matmul_sizes=(256, 512),
     flops_reps=3,
-    import_reps=2,
+    import_reps=1,
     digits_epochs=1,
     tflite_models=("ResNet20",),
     tflite_rounds=2,
@@ -310,15 +310,15 @@ def section_build(ctx: Context) -> dict[str, Any]:
             before=_free,
         )
         out["models"][name] = record = timing.compare(a, b)
-        log(f"build {name}: {record['ours_seconds']['median']:.3f} s vs "
-            f"{record['reference_seconds']['median']:.3f} s, speed {_fmt_ratio(record['speed_ratio'])}")
-        _free()
+        log(
+            f"build {name}: {record['ours_seconds']['median']:.3f} s vs "
+            f"{record['reference_seconds']['median']:.3f} s, "
+            f"speed {_fmt_ratio(record['speed_ratio'])}"
+        )
     return out
 
 
 def section_forward(ctx: Context) -> dict[str, Any]:
-    import tensorflow as tf
-
     s = ctx.settings
     shape = (s.image_size, s.image_size, 3)
     rng = np.random.default_rng(0)
@@ -330,41 +330,46 @@ def section_forward(ctx: Context) -> dict[str, Any]:
         "models": {},
     }
     for name in s.forward_models:
-        ours, ref = model_pair(name, input_shape=shape)
-        out["predict_jit_compile"] = bool(ours.jit_compile)
-        diff = np.abs(ours.predict_on_batch(images) - ref.predict_on_batch(images))
-        model_out: dict[str, Any] = {"outputs_max_abs_diff": float(diff.max())}
-        functions = [
-            tf.function(lambda x, m=m: m(x, training=False)) for m in (ours, ref)
-        ]
-        for batch in s.batches:
-            x = images[:batch]
-            xt = tf.constant(x)
-            sides = {
-                "predict_on_batch": (
-                    lambda x=x: ours.predict_on_batch(x),
-                    lambda x=x: ref.predict_on_batch(x),
-                ),
-                "tf.function": (
-                    lambda xt=xt: functions[0](xt).numpy(),
-                    lambda xt=xt: functions[1](xt).numpy(),
-                ),
-            }
-            for mode, (fa, fb) in sides.items():
-                for fn in (fa, fb, fa, fb):  # trace, then settle
-                    fn()
-                calls = timing.calls_for(fa, s.min_sample_seconds)
-                a, b = timing.interleave(fa, fb, reps=s.forward_reps, calls=calls)
-                record = timing.compare(a, b, work=batch)
-                record["calls_per_sample"] = calls
-                model_out.setdefault(f"batch_{batch}", {})[mode] = record
-                log(f"forward {name} batch {batch} {mode}: "
-                    f"{record['ours_images_per_second']:.1f} vs "
-                    f"{record['reference_images_per_second']:.1f} images/s, "
-                    f"speed {_fmt_ratio(record['speed_ratio'])}")
-        out["models"][name] = model_out
-        del ours, ref, functions
+        out["models"][name] = _forward_model(name, images, s)
+        out["predict_jit_compile"] = out["models"][name].pop("predict_jit_compile")
         _free()
+    return out
+
+
+def _forward_model(name: str, images: np.ndarray, s: Settings) -> dict[str, Any]:
+    import tensorflow as tf
+
+    ours, ref = model_pair(name, input_shape=images.shape[1:])
+    diff = np.abs(ours.predict_on_batch(images) - ref.predict_on_batch(images))
+    out: dict[str, Any] = {
+        "outputs_max_abs_diff": float(diff.max()),
+        "predict_jit_compile": bool(ours.jit_compile),
+    }
+    f_ours, f_ref = (tf.function(lambda x, m=m: m(x, training=False)) for m in (ours, ref))
+    for batch in s.batches:
+        x = images[:batch]
+        xt = tf.constant(x)
+        sides = {
+            "predict_on_batch": (
+                lambda x=x: ours.predict_on_batch(x),
+                lambda x=x: ref.predict_on_batch(x),
+            ),
+            "tf.function": (lambda xt=xt: f_ours(xt).numpy(), lambda xt=xt: f_ref(xt).numpy()),
+        }
+        for mode, (fa, fb) in sides.items():
+            for fn in (fa, fb, fa, fb):  # trace, then settle
+                fn()
+            calls = timing.calls_for(fa, s.min_sample_seconds)
+            a, b = timing.interleave(fa, fb, reps=s.forward_reps, calls=calls)
+            record = timing.compare(a, b, work=batch)
+            record["calls_per_sample"] = calls
+            out.setdefault(f"batch_{batch}", {})[mode] = record
+            log(
+                f"forward {name} batch {batch} {mode}: "
+                f"{record['ours_images_per_second']:.1f} vs "
+                f"{record['reference_images_per_second']:.1f} images/s, "
+                f"speed {_fmt_ratio(record['speed_ratio'])}"
+            )
     return out
 
 
@@ -387,11 +392,11 @@ def section_train(ctx: Context) -> dict[str, Any]:
         fn()
     a, b = timing.interleave(fa, fb, reps=s.train_reps)
     record = timing.compare(a, b, work=s.train_batch)
-    log(f"train ResNet50 batch {s.train_batch}: {record['ours_images_per_second']:.2f} vs "
+    log(
+        f"train ResNet50 batch {s.train_batch}: {record['ours_images_per_second']:.2f} vs "
         f"{record['reference_images_per_second']:.2f} images/s, "
-        f"speed {_fmt_ratio(record['speed_ratio'])}")
-    del ours, ref
-    _free()
+        f"speed {_fmt_ratio(record['speed_ratio'])}"
+    )
     return {
         "model": "ResNet50",
         "image_size": s.image_size,
@@ -434,8 +439,10 @@ def section_flops(ctx: Context) -> dict[str, Any]:
     matmuls = {}
     for n in s.matmul_sizes:
         seconds = samples[f"matmul_{n}"]
-        matmuls[str(n)] = {"seconds": timing.summary(seconds),
-                           "gflops": 2 * n**3 / np.median(seconds) / 1e9}
+        matmuls[str(n)] = {
+            "seconds": timing.summary(seconds),
+            "gflops": 2 * n**3 / np.median(seconds) / 1e9,
+        }
     best = max(s.matmul_sizes, key=lambda n: matmuls[str(n)]["gflops"])
     forward_gflops = flops * s.flops_batch / np.median(samples["resnet50"]) / 1e9
     # fraction = (F / t_forward) / (M / t_matmul): the speed ratio of the two timings, scaled.
@@ -449,8 +456,10 @@ def section_flops(ctx: Context) -> dict[str, Any]:
         profiled: int | None = profiler_flops(model)
     except Exception as e:  # the v1 profiler is best effort: the analytic count stands
         profiled, reason = None, f"{type(e).__name__}: {e}"
-    log(f"flops: ResNet50 {forward_gflops:.1f} GFLOP/s at batch {s.flops_batch}, matmul "
-        f"{matmuls[str(best)]['gflops']:.1f} GFLOP/s (n={best}), fraction {_fmt_ratio(fraction)}")
+    log(
+        f"flops: ResNet50 {forward_gflops:.1f} GFLOP/s at batch {s.flops_batch}, matmul "
+        f"{matmuls[str(best)]['gflops']:.1f} GFLOP/s (n={best}), fraction {_fmt_ratio(fraction)}"
+    )
     out = {
         "image_size": s.image_size,
         "batch": s.flops_batch,
@@ -468,8 +477,6 @@ def section_flops(ctx: Context) -> dict[str, Any]:
     }
     if profiled is None:
         out["profiler_note"] = reason
-    del model
-    _free()
     return out
 
 
@@ -478,13 +485,15 @@ _IMPORT_CODE = "import time\nt = time.perf_counter()\nimport {}\nprint(time.perf
 
 def _import_seconds(module: str) -> tuple[float, float]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _IMPORT_CODE.format(module)],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
     wall = time.perf_counter() - start
     if proc.returncode:
@@ -494,7 +503,8 @@ def _import_seconds(module: str) -> tuple[float, float]:
 
 def section_import(ctx: Context) -> dict[str, Any]:
     s = ctx.settings
-    _import_seconds("keras_resnet"), _import_seconds("keras")  # warm the file cache
+    if not s.quick:
+        _import_seconds("keras_resnet"), _import_seconds("keras")  # warm the file cache
     runs: dict[str, tuple[list[float], list[float]]] = {
         "keras_resnet": ([], []),
         "keras": ([], []),
@@ -512,8 +522,10 @@ def section_import(ctx: Context) -> dict[str, Any]:
         "seconds of the import statement in a fresh interpreter (start-up excluded); "
         "reference: import keras"
     )
-    log(f"import: keras_resnet {np.median(ours):.3f} s, keras {np.median(ref):.3f} s, "
-        f"extra {record['extra_seconds']['delta']:+.3f} s")
+    log(
+        f"import: keras_resnet {np.median(ours):.3f} s, keras {np.median(ref):.3f} s, "
+        f"extra {record['extra_seconds']['delta']:+.3f} s"
+    )
     return record
 
 
@@ -580,12 +592,14 @@ def section_digits(ctx: Context) -> dict[str, Any]:
     else:
         out["time_to_98_seconds"] = None
         out["time_to_98_note"] = (
-            f"quick mode: {epochs} epoch(s) only, not the demo" if s.quick
+            f"quick mode: {epochs} epoch(s) only, not the demo"
+            if s.quick
             else f"validation accuracy did not reach 0.98 in {epochs} epochs"
         )
-    log(f"digits: {out['train_images_per_second']:.0f} train images/s, time to 98% "
-        f"{out['time_to_98_seconds']}, test accuracy {out['test_accuracy']:.4f}")
-    _free()
+    log(
+        f"digits: {out['train_images_per_second']:.0f} train images/s, time to 98% "
+        f"{out['time_to_98_seconds']}, test accuracy {out['test_accuracy']:.4f}"
+    )
     return out
 
 
@@ -648,99 +662,119 @@ def _tflite_subject(name: str, ctx: Context) -> dict[str, Any]:
 
 
 def section_tflite(ctx: Context) -> dict[str, Any]:
-    from keras_resnet import export
-
     s = ctx.settings
-    threads = os.cpu_count()
+    threads = os.cpu_count() or 1
     out: dict[str, Any] = {
         "num_threads": threads,
         "batch": 1,
-        "keras_call": "predict_on_batch on one image, per-call median per round",
+        "keras_calls": (
+            "keras: predict_on_batch on one numpy image (the default); keras_tf_function: "
+            "tf.function(lambda x: model(x, training=False)) on a tf.constant; a round's "
+            "figure is the per-call median"
+        ),
         "what": (
-            f"{s.tflite_rounds} rounds, the variants' order rotating each round; a round's "
-            f"figure is the median of {s.tflite_runs} invocations "
+            f"{s.tflite_rounds} rounds, the order of Keras and the variants rotating each "
+            f"round; a round's figure is the median of {s.tflite_runs} invocations "
             "(export.tflite_latency); reported: the median over rounds"
         ),
         "models": {},
     }
     for name in s.tflite_models:
-        subject = _tflite_subject(name, ctx)
-        model, images = subject["model"], subject["images"]
-        keras_outputs = model.predict(images, batch_size=32, verbose=0)
-        contents, variants = {}, {}
-        for variant in export.TFLITE_VARIANTS:
-            start = time.perf_counter()
-            content = export.convert_tflite(
-                model,
-                variant,
-                representative_data=subject["representative"] if variant == "int8" else None,
-            )
-            convert_seconds = time.perf_counter() - start
-            outputs = export.run_tflite(content, images, num_threads=threads)
-            contents[variant] = content
-            variants[variant] = record = {
-                "size_bytes": len(content),
-                "convert_seconds": convert_seconds,
-                "top1_agreement_with_keras": float(
-                    np.mean(outputs.argmax(-1) == keras_outputs.argmax(-1))
-                ),
-                "max_abs_diff_vs_keras": float(np.abs(outputs - keras_outputs).max()),
-            }
-            if subject["labels"] is not None:
-                record["accuracy"] = float(np.mean(outputs.argmax(-1) == subject["labels"]))
-            log(f"tflite {name} {variant}: converted in {convert_seconds:.1f} s, "
-                f"{len(content) / 1e6:.2f} MB")
-
-        x1 = images[:1]
-        model.predict_on_batch(x1), model.predict_on_batch(x1)
-
-        def keras_round() -> float:
-            times = []
-            for _ in range(s.tflite_runs):
-                start = time.perf_counter()
-                model.predict_on_batch(x1)
-                times.append(time.perf_counter() - start)
-            return float(np.median(times) * 1e3)
-
-        order = ["keras", *export.TFLITE_VARIANTS]
-        rounds: dict[str, list[float]] = {key: [] for key in order}
-        runtime = None
-        for r in range(s.tflite_rounds):
-            for key in order[r % len(order) :] + order[: r % len(order)]:
-                if key == "keras":
-                    rounds[key].append(keras_round())
-                    continue
-                result = export.tflite_latency(
-                    contents[key], runs=s.tflite_runs, warmup=3, num_threads=threads
-                )
-                runtime = result["runtime"]
-                rounds[key].append(float(result["median_ms"]))
-        for variant in export.TFLITE_VARIANTS:
-            variants[variant]["latency_ms"] = timing.summary(rounds[variant])
-            variants[variant]["speedup_vs_fp32"] = timing.speed_ratio(
-                rounds[variant], rounds["fp32"]
-            )
-            variants[variant]["speedup_vs_keras"] = timing.speed_ratio(
-                rounds[variant], rounds["keras"]
-            )
-            log(f"tflite {name} {variant}: {np.median(rounds[variant]):.2f} ms, vs fp32 "
-                f"{_fmt_ratio(variants[variant]['speedup_vs_fp32'])}, vs Keras "
-                f"{_fmt_ratio(variants[variant]['speedup_vs_keras'])}")
-        out["runtime"] = runtime
-        out["models"][name] = {
-            "input_shape": list(model.input_shape[1:]),
-            "weights": subject["weights"],
-            "representative_data": subject["representative_what"],
-            "eval_data": subject["eval_what"],
-            "keras_latency_ms": timing.summary(rounds["keras"]),
-            "variants": variants,
-        }
-        if subject["labels"] is not None:
-            out["models"][name]["keras_accuracy"] = float(
-                np.mean(keras_outputs.argmax(-1) == subject["labels"])
-            )
-        del model, subject, contents
+        out["models"][name] = _tflite_model(name, ctx, threads)
+        out["runtime"] = out["models"][name].pop("runtime")
         _free()
+    return out
+
+
+def _tflite_model(name: str, ctx: Context, threads: int) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from keras_resnet import export
+
+    s = ctx.settings
+    subject = _tflite_subject(name, ctx)
+    model, images, labels = subject["model"], subject["images"], subject["labels"]
+    keras_outputs = model.predict(images, batch_size=32, verbose=0)
+    out: dict[str, Any] = {
+        "input_shape": list(model.input_shape[1:]),
+        "weights": subject["weights"],
+        "representative_data": subject["representative_what"],
+        "eval_data": subject["eval_what"],
+    }
+    if labels is not None:
+        out["keras_accuracy"] = float(np.mean(keras_outputs.argmax(-1) == labels))
+    contents, variants = {}, {}
+    for variant in export.TFLITE_VARIANTS:
+        start = time.perf_counter()
+        content = export.convert_tflite(
+            model,
+            variant,
+            representative_data=subject["representative"] if variant == "int8" else None,
+        )
+        convert_seconds = time.perf_counter() - start
+        outputs = export.run_tflite(content, images, num_threads=threads)
+        contents[variant] = content
+        variants[variant] = record = {
+            "size_bytes": len(content),
+            "convert_seconds": convert_seconds,
+            "top1_agreement_with_keras": float(
+                np.mean(outputs.argmax(-1) == keras_outputs.argmax(-1))
+            ),
+            "max_abs_diff_vs_keras": float(np.abs(outputs - keras_outputs).max()),
+        }
+        if labels is not None:
+            record["accuracy"] = float(np.mean(outputs.argmax(-1) == labels))
+        log(
+            f"tflite {name} {variant}: converted in {convert_seconds:.1f} s, "
+            f"{len(content) / 1e6:.2f} MB"
+        )
+
+    x1 = images[:1]
+    x1_tensor = tf.constant(x1)
+    forward = tf.function(lambda x: model(x, training=False))
+    keras_calls = {
+        "keras": lambda: model.predict_on_batch(x1),
+        "keras_tf_function": lambda: forward(x1_tensor).numpy(),
+    }
+
+    def keras_round(fn: Callable[[], Any]) -> float:
+        times = []
+        for _ in range(s.tflite_runs):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1e3)
+
+    for fn in keras_calls.values():
+        fn(), fn()
+    order = [*keras_calls, *export.TFLITE_VARIANTS]
+    rounds: dict[str, list[float]] = {key: [] for key in order}
+    for r in range(s.tflite_rounds):
+        for key in order[r % len(order) :] + order[: r % len(order)]:
+            if key in keras_calls:
+                rounds[key].append(keras_round(keras_calls[key]))
+                continue
+            result = export.tflite_latency(
+                contents[key], runs=s.tflite_runs, warmup=3, num_threads=threads
+            )
+            out["runtime"] = result["runtime"]
+            rounds[key].append(float(result["median_ms"]))
+    out["keras_latency_ms"] = timing.summary(rounds["keras"])
+    out["keras_tf_function_latency_ms"] = timing.summary(rounds["keras_tf_function"])
+    for variant, record in variants.items():
+        record["latency_ms"] = timing.summary(rounds[variant])
+        record["speedup_vs_fp32"] = timing.speed_ratio(rounds[variant], rounds["fp32"])
+        record["speedup_vs_keras"] = timing.speed_ratio(rounds[variant], rounds["keras"])
+        record["speedup_vs_keras_tf_function"] = timing.speed_ratio(
+            rounds[variant], rounds["keras_tf_function"]
+        )
+        log(
+            f"tflite {name} {variant}: {np.median(rounds[variant]):.2f} ms, vs fp32 "
+            f"{_fmt_ratio(record['speedup_vs_fp32'])}, vs Keras "
+            f"{_fmt_ratio(record['speedup_vs_keras'])} (predict_on_batch), "
+            f"{_fmt_ratio(record['speedup_vs_keras_tf_function'])} (tf.function)"
+        )
+    out["variants"] = variants
     return out
 
 
@@ -802,7 +836,6 @@ def section_gpu(ctx: Context, *, require_gpu: bool = True) -> dict[str, Any]:
             "speedup_vs_float32": timing.speed_ratio(samples[key], samples[f"{phase} float32"]),
         }
         log(f"gpu {key}: {out['configs'][key]['images_per_second']:.1f} images/s")
-    _free()
     return out
 
 
@@ -868,6 +901,7 @@ def run(settings: Settings, sections: tuple[str, ...], out_dir: Path) -> tuple[P
                 ok = False
                 traceback.print_exc()
                 section = {"error": f"{type(e).__name__}: {e}"}
+            _free()  # the section's models are unreachable now
             section["seconds"] = round(time.perf_counter() - t0, 1)
             section["load_average"] = {"before": load_before, "after": _load()}
             results["sections"][name] = section
@@ -888,8 +922,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--quick", action="store_true", help="smoke check: tiny and few")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
-                        help=f"run only these sections ({', '.join(SECTIONS)})")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only these sections ({', '.join(SECTIONS)})",
+    )
     args = parser.parse_args(argv)
     sections = tuple(s for s in SECTIONS if s in args.only) if args.only else SECTIONS
     path, ok = run(QUICK if args.quick else FULL, sections, args.out)

@@ -88,7 +88,9 @@ def summary(samples: Sequence[float], *, digits: int = 6) -> dict[str, Any]:
 def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size != b.size or a.size == 0:
-        raise ValueError(f"paired samples must be non-empty and of equal length. Received: {a.size}, {b.size}")
+        raise ValueError(
+            f"paired samples must be non-empty and of equal length. Received: {a.size}, {b.size}"
+        )
     return a, b
 
 
