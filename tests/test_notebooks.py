@@ -143,7 +143,6 @@ def test_small_mode_is_one_settings_cell(path):
     cells = _code_cells(_read(path))
     readers = [cell for cell in cells if SMALL_MODE_VARIABLE in cell.source]
     assert len(readers) == 1, f"{SMALL_MODE_VARIABLE} must be read in exactly one cell"
-    assert "parameters" in readers[0].metadata.get("tags", []), "tag it `parameters` (papermill)"
 
 
 def test_repository_url_is_the_same_everywhere():
