@@ -30,7 +30,7 @@ test: install lint
 	$(PY) -m pytest
 
 lint: install
-	$(PY) -m ruff check keras_resnet tests benchmarks setup.py
+	$(PY) -m ruff check keras_resnet tests benchmarks notebooks setup.py
 	$(PY) -m ruff format --check keras_resnet tests benchmarks setup.py
 
 clean:
