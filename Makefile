@@ -36,8 +36,8 @@ bench: install
 	$(PY) -m benchmarks.report
 
 lint: install
-	$(PY) -m ruff check keras_resnet tests benchmarks setup.py
-	$(PY) -m ruff format --check keras_resnet tests benchmarks setup.py
+	$(PY) -m ruff check keras_resnet tests benchmarks notebooks setup.py
+	$(PY) -m ruff format --check keras_resnet tests benchmarks notebooks setup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

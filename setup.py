@@ -18,6 +18,11 @@ VERSION = re.search(
 
 TF_MIN = ">=2.18,<2.22"
 
+# The one place the repository's address is kept (a placeholder until it is published). The
+# notebooks install from it on Colab and link to it; tests/test_notebooks.py fails while any of
+# them says otherwise, and notebooks/README.md tells how to change it.
+REPOSITORY_URL = "https://github.com/keras-resnet/keras_resnet"
+
 
 def _tensorflow_requirement() -> str:
     """Require the TensorFlow distribution that is already installed, if any.
@@ -53,6 +58,7 @@ setup(
     ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    url=REPOSITORY_URL,
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_resnet", "keras_resnet.*"]),
@@ -76,6 +82,10 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "pillow",  # tests write image folders
+            # The notebooks are executed headless by the tests, in the ipykernel `python3` kernel.
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6.29",
         ],
     },
     entry_points={"console_scripts": ["keras-resnet=keras_resnet.cli:main"]},

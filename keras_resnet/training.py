@@ -204,13 +204,13 @@ def _read_history(path: Path) -> list[dict[str, float]]:
 
 
 def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot: no GUI backend is needed, and the caller's backend (a
+    # notebook's inline one) is left alone; matplotlib.use("Agg") would switch it for good.
+    from matplotlib.figure import Figure
 
     epochs = [int(r["epoch"]) + 1 for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = [r.get(prefix + metric, math.nan) for r in history]
@@ -221,7 +221,6 @@ def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -314,6 +313,18 @@ def _build(spec, model, splits: DatasetSplits, config: TrainConfig) -> keras.Mod
         return net
     probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(net.output)
     return keras.Model(net.input, probs, name=net.name)
+
+
+def _steps_per_epoch(splits: DatasetSplits, batch_size: int) -> int:
+    """Batches per epoch, for the learning-rate schedule.
+
+    The pipeline's own count when it knows it: splits loaded by the caller were batched
+    with their own batch size, which need not be `batch_size`.
+    """
+    batches = int(splits.train.cardinality())
+    if batches > 0:
+        return batches
+    return max(1, math.ceil(splits.sizes["train"] / batch_size))
 
 
 def _check_run_dir(run_dir: Path, record: dict) -> dict | None:
@@ -482,7 +493,7 @@ def train(
     try:
         with strategy.scope():
             net = _build(spec, built_model, splits, config)
-            steps = max(1, math.ceil(splits.sizes["train"] / config.batch_size))
+            steps = _steps_per_epoch(splits, config.batch_size)
             net.compile(
                 optimizer=make_optimizer(config, steps),
                 loss=_loss(splits.label_mode, config.label_smoothing),

@@ -139,6 +139,11 @@ def test_saved_model_signatures_have_stable_names(exported):
         "top_k_scores",
         "top_k_labels",
     }
+    # Each weight stored once (keras' own ExportArchive stores them twice, keras#23553).
+    out, _ = exported
+    stored = sum(f.stat().st_size for f in (out / "saved_model" / "variables").glob("*.data-*"))
+    weights = 4 * manifest["params"]
+    assert weights <= stored < 1.2 * weights
     check = manifest["artifacts"]["saved_model"]["serving_uint8"]
     assert check["passed"] and check["labels_match"] and check["top_k_ids_match"] == 1.0
 

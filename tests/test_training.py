@@ -13,7 +13,7 @@ import pytest
 
 from keras_resnet.data import load_dataset
 from keras_resnet.spec import StageSpec
-from keras_resnet.training import TrainConfig, train
+from keras_resnet.training import TrainConfig, _plot_curves, _steps_per_epoch, train
 from tests.helpers import tiny_spec
 
 # Small enough to train in seconds on 8x8 digits, big enough to learn them well.
@@ -119,6 +119,28 @@ def test_width_with_a_built_model_is_an_error(tmp_path):
     )
     with pytest.raises(ValueError, match="Received: width=0.5"):
         train(model, "digits", output_dir=tmp_path / "x", width=0.5)
+
+
+def test_schedule_counts_the_batches_of_given_splits():
+    # Splits batched by 32 given to a train() call left at batch_size=64: the schedule
+    # must span 40 steps per epoch, not ceil(1258 / 64) = 20 (it would end halfway).
+    splits = load_dataset("digits", image_size=8, batch_size=32)
+    assert _steps_per_epoch(splits, batch_size=64) == 40
+
+
+def test_curves_leave_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend must survive train() (its curves.png)."""
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        rows = [{"epoch": 0.0, "loss": 1.0, "val_loss": 1.2, "accuracy": 0.5, "val_accuracy": 0.4}]
+        _plot_curves(rows, tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def _history_rows(path):
