@@ -10,7 +10,7 @@ The tables are written between marker lines, never typed by hand:
 
 Each README gets the blocks whose markers it has (README.md: the summary;
 benchmarks/README.md: both). `--results` defaults to the newest full run in
-benchmarks/results/ (quick and partial runs are only used when named);
+benchmarks/results/ (quick, partial and failed runs are only used when named);
 `--check` writes nothing and exits 1 when a README is not what the results
 file generates.
 
@@ -396,14 +396,14 @@ def summary_text(results: dict[str, Any]) -> str:
 
 
 def latest_results(directory: Path) -> Path:
-    """The newest full run (by its recorded date) in `directory`."""
+    """The newest full run that finished without a failed section (by its recorded date)."""
     candidates = []
     for path in directory.glob("*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if data.get("kind") == "full" and data.get("sections"):
+        if data.get("kind") == "full" and data.get("complete"):
             candidates.append((data["date"], path))
     if not candidates:
         raise FileNotFoundError(f"no full benchmark results in {directory}; run `make bench`")
