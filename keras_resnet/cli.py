@@ -261,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_list_of(float, "--width-choices"),
         help="e.g. 0.25,0.5,1 (default 0.25,0.5,0.75,1,1.5,2)",
     )
-    p.add_argument(
-        "--stages", type=_int_range, default="auto", help="number of stages: N or MIN-MAX"
-    )
+    p.add_argument("--stages", type=_int_range, help="number of stages: N or MIN-MAX")
     p.add_argument("--min-blocks", type=int, help="fewest blocks per stage (default 1)")
     p.add_argument("--max-blocks", type=int, help="most blocks per stage (default: the base's)")
     p.add_argument("--block-types", type=_list_of(str, "--block-types"), help="basic,bottleneck")

@@ -836,15 +836,19 @@ class HyperResNet(kt.HyperModel):
             loss=make_loss(self.label_mode),
             metrics=["accuracy"],
         )
-        history = model.fit(
-            x,
-            validation_data=validation_data,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN()],
-            verbose=verbose,
-            **fit_kwargs,
-        )
+        with warnings.catch_warnings():
+            # A rebatched dataset has no known size until its first epoch ends, which
+            # Keras reports as running out of data.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            history = model.fit(
+                x,
+                validation_data=validation_data,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN()],
+                verbose=verbose,
+                **fit_kwargs,
+            )
         return self._best_epoch(history.history, params, latency, initial_epoch)
 
     def _best_epoch(
@@ -974,6 +978,16 @@ class _BudgetedOracle:
         self.infeasible_draws = state.get("infeasible_draws", 0)
 
 
+@contextlib.contextmanager
+def _weights_only_restore() -> Iterator[None]:
+    """Trial checkpoints hold the trained optimizer's slots too; restoring one into a
+    freshly compiled model skips them (it trains on with a new optimizer), and
+    Keras warns about it every time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        yield
+
+
 def _save_state(obj: Any, fname: str) -> None:
     """keras-tuner's `Stateful.save`, but atomic.
 
@@ -1022,7 +1036,8 @@ class _BudgetedTuner:
         latency = hm.cached_latency(spec)
         if hm.budget_violation(params, latency):
             return hm.rejected_result(params, latency)
-        return super().run_trial(trial, *args, **kwargs)
+        with _weights_only_restore():  # Hyperband loads the promoted trial's checkpoint
+            return super().run_trial(trial, *args, **kwargs)
 
     def save(self):
         if not self._is_worker():
@@ -1712,9 +1727,7 @@ def _finish(
     else:
         trial = kt_tuner.oracle.get_trial(best["trial_id"])
         try:
-            with warnings.catch_warnings():
-                # The trial checkpoint holds the trained optimizer's slots; only weights matter.
-                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            with _weights_only_restore():
                 model = kt_tuner.load_model(trial)
         except (OSError, ValueError) as e:
             raise RuntimeError(
