@@ -1645,9 +1645,10 @@ def _plot_pareto(
         if budget is not None:
             ax.axvline(budget, color="gray", linestyle="--", linewidth=1, label="budget")
         ax.set_xscale("log")
-        # Plain numbers: a cost axis spans one decade or less more often than not.
-        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-            axis(ticker.FuncFormatter(lambda v, _: f"{v:,.3g}"))
+        # Plain numbers at 1-2-5 steps: a cost axis often spans a decade or less.
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel(objective)
         ax.grid(alpha=0.3)
@@ -1772,7 +1773,9 @@ def _finish(
             f"keras-resnet train --spec {run_dir / BEST_SPEC} --dataset {splits.name} "
             f"--image-size {splits.image_shape[0]} --optimizer {best['optimizer']} "
             f"--lr {best['learning_rate']:.3g} --weight-decay {best['weight_decay']:.3g} "
-            f"--batch-size {best['batch_size']} --output runs/best"
+            f"--batch-size {best['batch_size']}"
+            + (f" --epochs {retrain_epochs}" if retrain_epochs else "")
+            + " --output runs/best"
         ),
         "files": {
             "trials": TRIALS_CSV,
