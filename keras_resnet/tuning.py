@@ -28,8 +28,8 @@ Budgets: `max_params` (exact, from `ResNetSpec.count_params`, so no model is
 built to check it) and `max_latency_ms` (the median batch-1 inference time of
 the built candidate in TensorFlow's graph runtime, a `tf.function` on this
 machine; see `latency_runtime`). A candidate over a budget is never trained:
-its trial is recorded with its parameters and latency and scored as a model
-that guesses (accuracy 1/classes, loss ln(classes)). Scoring it, rather than
+its trial is recorded with its parameters and latency and scored as a useless
+model (accuracy 0, or the loss of a uniform guess, ln(classes)). Scoring it, rather than
 failing it, is deliberate: keras-tuner stops a search after
 `max_consecutive_failed_trials` failures in a row, and its Bayesian oracle
 ignores failed trials, so it would keep proposing the same oversized region; a
@@ -397,6 +397,7 @@ class SearchSpace:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
@@ -478,6 +479,7 @@ class LatencyCache:
 
     @staticmethod
     def key(spec: ResNetSpec, input_shape: Sequence[int], classes: int) -> str:
+        """The cache key: spec, input shape, classes, runtime and host."""
         data = {
             "spec": spec.to_dict(),
             "input_shape": list(input_shape),
@@ -488,12 +490,14 @@ class LatencyCache:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
     def get(self, key: str) -> float | None:
+        """The cached latency in ms, or None (another process may have added it)."""
         if key not in self.entries:
             self._merge_disk()
         entry = self.entries.get(key)
         return None if entry is None else float(entry["latency_ms"])
 
     def put(self, key: str, latency_ms: float, spec: ResNetSpec) -> None:
+        """Records a measurement (and writes the file, when attached)."""
         self.entries[key] = {
             "latency_ms": latency_ms,
             "runtime": latency_runtime(),
@@ -526,7 +530,7 @@ class HyperResNet(kt.HyperModel):
         latency_cache: a `LatencyCache` or a JSON file path.
 
     Over-budget candidates are never trained: `fit` returns their size and
-    latency with `rejected=1` and a score of a model that guesses, whichever
+    latency with `rejected=1` and the score of a useless model, whichever
     tuner drives it. With `search` (or `make_tuner`) the parameter budget is
     checked before the candidate is even built.
 
@@ -689,10 +693,16 @@ class HyperResNet(kt.HyperModel):
 
     @property
     def penalty(self) -> float:
-        """The score of a rejected candidate: that of a model that guesses."""
+        """The score of a rejected (or diverged) candidate.
+
+        Accuracy 0, the least a trained model can score, so Hyperband never
+        promotes a rejected candidate over a trained one. For the loss, the
+        loss of a uniform guess, ln(classes): a finite value keeps the Bayesian
+        oracle's Gaussian process well-conditioned.
+        """
         if self.objective == "val_loss":
             return math.log(self.classes)
-        return 1.0 / self.classes
+        return 0.0
 
     def budget_violation(self, params: int | None, latency_ms: float | None) -> str | None:
         """Why a candidate is over budget, or None."""
@@ -715,6 +725,7 @@ class HyperResNet(kt.HyperModel):
         return result
 
     def cached_latency(self, spec: ResNetSpec) -> float | None:
+        """The candidate's latency if already measured (no build), else None."""
         return self.latency_cache.get(LatencyCache.key(spec, self.input_shape, self.classes))
 
     def latency_ms(self, spec: ResNetSpec, model: keras.Model | None = None) -> float:
@@ -967,15 +978,15 @@ class _BudgetedOracle:
     def get_state(self):
         return {**super().get_state(), "infeasible_draws": self.infeasible_draws}
 
+    def set_state(self, state):
+        super().set_state(state)
+        self.infeasible_draws = state.get("infeasible_draws", 0)
+
     def save(self):
         _save_state(self, self._get_oracle_fname())
 
     def _save_trial(self, trial):
         _save_state(trial, os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"))
-
-    def set_state(self, state):
-        super().set_state(state)
-        self.infeasible_draws = state.get("infeasible_draws", 0)
 
 
 @contextlib.contextmanager
