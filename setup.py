@@ -66,7 +66,12 @@ setup(
         _tensorflow_requirement(),
         "keras>=3.8,<4",
         "tensorflow-datasets>=4.9",
-        "keras-tuner>=1.4.7",
+        # tuning.py uses keras_tuner.src internals (distributed mode, state files): 1.4.x.
+        "keras-tuner>=1.4.7,<1.5",
+        # keras-tuner's chief/worker mode (gRPC); its protos need protobuf >= 3.20.
+        "grpcio>=1.24.3,<2",
+        "protobuf>=3.20.3,<8",
+        "scipy>=1.9",  # keras-tuner's Bayesian optimisation
         "numpy",
         "scikit-learn>=1.3",  # the offline digits dataset
         "matplotlib>=3.7",  # training curves, tuner Pareto plot

@@ -144,6 +144,79 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from keras_resnet.tuning import SearchSpace, search
+
+    base = _spec_from_args(args) if args.spec or args.model else None
+    space = SearchSpace(
+        widths=args.width_choices if args.width_choices is not None else SearchSpace.widths,
+        num_stages=args.stages if args.stages is not None else SearchSpace.num_stages,
+        blocks=SearchSpace.blocks
+        if args.min_blocks is None and args.max_blocks is None
+        else (args.min_blocks, args.max_blocks),
+        block_types=args.block_types or SearchSpace.block_types,
+        versions=args.versions or SearchSpace.versions,
+        stems=args.stems or SearchSpace.stems,
+        optimizers=args.optimizers or SearchSpace.optimizers,
+        batch_sizes=args.batch_sizes or SearchSpace.batch_sizes,
+    )
+    try:
+        search(
+            args.dataset,
+            output_dir=args.output,
+            base=base,
+            tuner=args.tuner,
+            objective=args.objective,
+            max_trials=args.max_trials,
+            max_epochs=args.max_epochs,
+            hyperband_factor=args.factor,
+            max_params=args.max_params,
+            max_latency_ms=args.max_latency_ms,
+            space=space,
+            image_size=args.image_size,
+            channels=args.channels,
+            data_dir=args.data_dir,
+            download=args.download,
+            augment=not args.no_augment,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            role=args.role,
+            oracle_address=args.oracle,
+            tuner_id=args.tuner_id,
+            retrain_epochs=args.retrain_epochs,
+            max_search_seconds=args.max_search_seconds,
+            verbose=0 if args.quiet else 1,
+        )
+    except RuntimeError as e:
+        # A search that ran and could not finish (every trial failed, ...): not a usage error.
+        print(f"keras-resnet tune: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _list_of(kind: type, name: str):
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a comma-separated list. Received: {name}={text!r}"
+            ) from None
+
+    return parse
+
+
+def _int_range(text: str) -> int | tuple[int, int]:
+    """`3` or `2-4`."""
+    try:
+        low, _, high = text.partition("-")
+        return (int(low), int(high)) if high else int(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--stages must be N or MIN-MAX. Received: --stages={text!r}"
+        ) from None
+
+
 # 16x16 digits: 98%+ in a few minutes on 2 cores (32x32 costs 4x the time for the same accuracy).
 DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_IMAGE_SIZE = 40, 64, 16
 
@@ -223,6 +296,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=int, default=50, help="batch-1 runs per TFLite file")
     p.add_argument("--threads", type=int, help="LiteRT threads for latency (default: all cores)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("tune", help="Keras Tuner search over width and depth under budgets")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="base spec name (default: resnet20 < 64 px, else resnet18)")
+    which.add_argument("--spec", help="base spec JSON file")
+    p.add_argument("--dataset", default="digits", help="digits | a tfds name | an image folder")
+    p.add_argument("--output", required=True, help="run directory (rerun to resume)")
+    p.add_argument("--tuner", default="hyperband", help="hyperband | random | bayesian")
+    p.add_argument("--objective", default="val_accuracy", help="val_accuracy | val_loss")
+    p.add_argument("--max-trials", type=int, default=20)
+    p.add_argument(
+        "--max-epochs",
+        "--epochs",
+        type=int,
+        default=10,
+        help="epochs per trial (Hyperband: the most any trial trains)",
+    )
+    p.add_argument("--factor", type=int, default=3, help="Hyperband reduction factor")
+    p.add_argument("--max-params", type=int, help="parameter budget")
+    p.add_argument("--max-latency-ms", type=float, help="batch-1 latency budget on this machine")
+    p.add_argument(
+        "--width-choices",
+        type=_list_of(float, "--width-choices"),
+        help="e.g. 0.25,0.5,1 (default 0.25,0.5,0.75,1,1.5,2)",
+    )
+    p.add_argument("--stages", type=_int_range, help="number of stages: N or MIN-MAX")
+    p.add_argument("--min-blocks", type=int, help="fewest blocks per stage (default 1)")
+    p.add_argument("--max-blocks", type=int, help="most blocks per stage (default: the base's)")
+    p.add_argument("--block-types", type=_list_of(str, "--block-types"), help="basic,bottleneck")
+    p.add_argument("--versions", type=_list_of(str, "--versions"), help="v1,v2")
+    p.add_argument(
+        "--stems", type=_list_of(str, "--stems"), help="cifar,imagenet (default by size)"
+    )
+    p.add_argument("--optimizers", type=_list_of(str, "--optimizers"), help="sgd,adam,adamw")
+    p.add_argument("--batch-sizes", type=_list_of(int, "--batch-sizes"), help="e.g. 32,64,128")
+    p.add_argument("--image-size", type=int, help="resize side (default: the base's input size)")
+    p.add_argument("--channels", type=int, help="1 or 3 (default: the dataset's own)")
+    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    p.add_argument("--download", action="store_true", help="let tfds download and prepare")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--retrain-epochs",
+        type=int,
+        default=0,
+        help="retrain the best candidate this long (0: keep its trial weights)",
+    )
+    p.add_argument("--max-search-seconds", type=float, help="start no trial after this long")
+    p.add_argument("--overwrite", action="store_true", help="start the search over")
+    p.add_argument("--role", help="chief | worker (distributed search, see docs/tuning.md)")
+    p.add_argument("--oracle", help="the chief's HOST:PORT")
+    p.add_argument("--tuner-id", help="a worker's unique, stable id")
+    p.add_argument("--quiet", action="store_true", help="only the final table")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("demo", help="train ResNet-20 on the offline digits (the main job)")
     p.add_argument("--output", default="runs/demo")

@@ -275,7 +275,8 @@ def _refuse_multi_worker(strategy: tf.distribute.Strategy) -> None:
         )
 
 
-def _loss(label_mode: str, label_smoothing: float) -> keras.losses.Loss:
+def make_loss(label_mode: str, label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """Cross-entropy for sparse (`"int"`) or one-hot (`"categorical"`) labels."""
     if label_mode == "categorical":
         return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
@@ -496,7 +497,7 @@ def train(
             steps = _steps_per_epoch(splits, config.batch_size)
             net.compile(
                 optimizer=make_optimizer(config, steps),
-                loss=_loss(splits.label_mode, config.label_smoothing),
+                loss=make_loss(splits.label_mode, config.label_smoothing),
                 metrics=["accuracy"],
             )
     finally:
@@ -589,4 +590,11 @@ def print_summary(metrics: dict[str, Any], run_dir: Path | str) -> None:
     print("-" * (width + 40))
 
 
-__all__ = ["TrainConfig", "default_strategy", "make_optimizer", "print_summary", "train"]
+__all__ = [
+    "TrainConfig",
+    "default_strategy",
+    "make_loss",
+    "make_optimizer",
+    "print_summary",
+    "train",
+]

@@ -1,0 +1,471 @@
+"""Keras Tuner search: space -> specs, budgets, real searches on digits, resume, distributed."""
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import cli
+from keras_resnet.data import load_dataset
+from keras_resnet.spec import ResNetSpec, get_spec
+from keras_resnet.tuning import (
+    HyperResNet,
+    LatencyCache,
+    SearchSpace,
+    make_tuner,
+    measure_latency,
+    pareto_front,
+    search,
+)
+
+# Four candidates on 8x8 digits: width 0.5 (5,074 parameters) or 1.0 (19,354), v1 or v2.
+FOUR = SearchSpace(
+    widths=(0.5, 1.0), num_stages=2, blocks=1, block_types="basic", versions=("v1", "v2"),
+    optimizers="sgd", learning_rate=0.1, weight_decay=1e-4, batch_sizes=64,
+)  # fmt: skip
+SMALL, LARGE = 5_074, 19_354
+TINY = dict(image_size=8, verbose=0)
+CLI_TINY = [
+    "--dataset", "digits", "--image-size", "8", "--width-choices", "0.5,1", "--stages", "2",
+    "--max-blocks", "1", "--block-types", "basic", "--optimizers", "sgd", "--batch-sizes", "64",
+    "--max-epochs", "2", "--quiet",
+]  # fmt: skip
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _rows(run):
+    with open(run / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _run_cli(capsys, *argv):
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# --- the space ---------------------------------------------------------------
+
+
+def test_space_defaults_follow_the_base_spec_and_the_input_size():
+    small = SearchSpace().resolve(get_spec("resnet20"), (16, 16, 1))
+    assert small.stems == ("cifar",)  # the ImageNet stem needs 32 px
+    assert small.num_stages == (2, 4)  # 16 px / stride 8 leaves 2x2
+    assert small.blocks == (1, 3)
+    assert small.learning_rate == {"sgd": (0.01, 0.2), "adam": (3e-4, 3e-3)}
+    medium = SearchSpace().resolve(get_spec("resnet18"), (64, 64, 3))
+    assert medium.stems == ("cifar", "imagenet") and medium.blocks == (1, 2)
+    large = SearchSpace().resolve(get_spec("resnet18"), (224, 224, 3))
+    assert large.stems == ("imagenet",) and large.num_stages == (3, 5)
+    off = SearchSpace(widths=None, num_stages=None, blocks=None, versions=None, optimizers=None,
+                      learning_rate=None, weight_decay=None)  # fmt: skip
+    fixed = off.resolve(get_spec("resnet20"), (32, 32, 3))
+    assert fixed.widths == (1.0,) and fixed.num_stages == (3, 3) and fixed.blocks is None
+    assert fixed.learning_rate == {"sgd": (0.1, 0.1)} and fixed.weight_decay == {
+        "sgd": (1e-4, 1e-4)
+    }
+    # Switched-off parts declare no hyperparameter: the candidate is the base spec.
+    hm = HyperResNet((32, 32, 3), 10, "resnet20", space=off)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    assert set(hp.values) == {"block", "stem", "batch_size"}
+    assert hm.spec(hp) == get_spec("resnet20")
+
+
+def test_sampled_candidates_build_and_respect_the_budget(tmp_path):
+    hm = HyperResNet((32, 32, 1), 10, max_params=150_000)  # resnet20 base, both stems
+    tuner = make_tuner(hm, "random", directory=tmp_path, max_trials=100)
+    oracle = tuner.oracle
+    seen = set()
+    for _ in range(10):
+        values = oracle._random_values()
+        hp = oracle.hyperparameters.copy()
+        hp.values = values
+        spec = hm.spec(hp)
+        model = hm.build(hp)
+        assert model.count_params() == hm.count_params(hp) <= 150_000, values
+        assert model.output_shape == (None, 10)
+        # Only the stages a candidate has carry a blocks hyperparameter.
+        present = {name for name in values if name.endswith("_blocks")}
+        assert present == {f"conv{i + 2}_blocks" for i in range(len(spec.stages))}
+        assert [s.blocks for s in spec.stages] == [values[n] for n in sorted(present)]
+        seen.update({spec.block, spec.version, spec.stem})
+    assert seen == {"basic", "bottleneck", "v1", "v2", "cifar", "imagenet"}
+    assert oracle.infeasible_draws > 0  # over-budget draws were redrawn
+
+
+def test_label_formats_pick_the_loss(tmp_path):
+    hm = HyperResNet((8, 8, 1), 10, space=FOUR)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    sparse = load_dataset("digits", image_size=8, label_mode="int")
+    model = hm.build(hp)
+    result = hm.fit(hp, model, sparse.train, validation_data=sparse.validation, epochs=1)
+    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert result["params"] == model.count_params() == hm.count_params(hp)
+    assert 0.0 <= result["val_accuracy"] <= 1.0 and result["rejected"] == 0.0
+    assert result["epochs"] == 1.0 and result["latency_ms"] > 0
+
+    onehot = load_dataset("digits", image_size=8, label_mode="categorical")
+    x = np.concatenate([b[0] for b in onehot.train.as_numpy_iterator()])
+    y = np.concatenate([b[1] for b in onehot.train.as_numpy_iterator()])
+    assert y.shape == (1258, 10)
+    model = hm.build(hp)
+    result = hm.fit(hp, model, x, y, validation_data=onehot.validation, epochs=1)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert 0.0 <= result["val_accuracy"] <= 1.0
+
+    with pytest.raises(ValueError, match=r"Received: label shape \(3,\)"):
+        hm.fit(hp, model, x, y[:, :3], validation_data=onehot.validation)
+
+
+def test_over_budget_candidates_are_not_trained(tmp_path, monkeypatch):
+    splits = load_dataset("digits", image_size=8)
+    fit_args = dict(validation_data=splits.validation, epochs=1)
+    # Latency: measured on the built model, which is then left untrained.
+    hm = HyperResNet((8, 8, 1), 10, space=FOUR, max_latency_ms=1e-4)
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    model = hm.build(hp)
+    before = [w.copy() for w in model.get_weights()]
+    result = hm.fit(hp, model, splits.train, **fit_args)
+    assert result["rejected"] == 1.0 and result["epochs"] == 0.0
+    assert result["latency_ms"] > 1e-4 and result["params"] == LARGE
+    assert result["val_accuracy"] == 0.0  # scored below any trained model
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert hm.cached_latency(hm.spec(hp)) == result["latency_ms"]
+
+    # Parameters: known without building; a val_loss search scores it ln(classes).
+    hm = HyperResNet((8, 8, 1), 10, space=FOUR, max_params=10_000, objective="val_loss")
+    tuner = make_tuner(hm, "random", directory=tmp_path, max_trials=4)
+    monkeypatch.setattr(hm, "_build", lambda hp: pytest.fail("an over-budget model was built"))
+    hp = tuner.oracle.get_space()
+    hp.values = {"width": 1.0, "version": "v1"}
+    trial = kt.engine.trial.Trial(hp, trial_id="x")
+    result = tuner.run_trial(trial, splits.train, **fit_args)
+    assert result == {"val_loss": math.log(10), "params": LARGE, "rejected": 1.0, "epochs": 0.0}
+
+
+def test_latency_is_measured_once_per_spec_and_shared_through_the_cache(tmp_path):
+    spec = get_spec("resnet20")
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D()])  # fmt: skip
+    assert measure_latency(model, runs=10) > 0
+    first = LatencyCache(tmp_path / "cache.json")
+    key = LatencyCache.key(spec, (8, 8, 1), 10)
+    assert first.get(key) is None
+    first.put(key, 1.25, spec)
+    second = LatencyCache(tmp_path / "cache.json")  # another process, same file
+    assert second.get(key) == 1.25
+    assert LatencyCache.key(spec, (16, 16, 1), 10) != key  # input shape is part of the key
+    entry = json.loads((tmp_path / "cache.json").read_text())[key]
+    assert "tf.function" in entry["runtime"] and entry["spec"] == spec.to_dict()
+
+
+def test_pareto_front():
+    # (cost, score): (30, 0.93) is beaten by (20, 0.95); (12, 0.9) ties on score, costs more.
+    points = [(10, 0.9), (20, 0.95), (30, 0.93), (5, 0.5), (12, 0.9)]
+    assert pareto_front(points) == [3, 0, 1]
+
+
+# --- real searches -----------------------------------------------------------
+
+
+def test_search_on_digits_writes_every_output(tmp_path, capsys):
+    run = tmp_path / "run"
+    kwargs = dict(space=FOUR, max_params=10_000, max_trials=4, max_epochs=3, **TINY)
+    summary = search("digits", output_dir=run, **kwargs)
+
+    # Hyperband, max_epochs 3: a bracket of three 1-epoch trials, then the best of them
+    # promoted to 3 epochs. Two of four candidates fit: the bracket's third draw finds
+    # only oversized ones left and its trial is rejected.
+    rows = _rows(run)
+    completed = [r for r in rows if r["status"] == "completed"]
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert len(rows) == 4 and len(completed) == 3 and len(rejected) == 1
+    assert summary["trials"] == {"completed": 3, "rejected": 1}
+    assert summary["infeasible_draws"] > 0  # the oracle redrew before letting it through
+    for r in completed:
+        assert int(r["params"]) == SMALL and r["width"] == "0.5"
+        assert float(r["latency_ms"]) > 0 and 0 <= float(r["val_accuracy"]) <= 1
+    first_round = [r for r in completed if not r["parent_trial"]]
+    (promoted,) = [r for r in completed if r["parent_trial"]]
+    assert {r["epochs"] for r in first_round} == {"1"} and promoted["epochs"] == "3"
+    assert {r["version"] for r in first_round} == {"v1", "v2"}
+    parent = next(r for r in first_round if r["trial_id"] == promoted["parent_trial"])
+    assert parent["version"] == promoted["version"]
+    assert float(parent["val_accuracy"]) == max(float(r["val_accuracy"]) for r in first_round)
+    (r,) = rejected  # recorded with its size, never trained
+    assert int(r["params"]) == LARGE and r["width"] == "1.0"
+    assert r["val_accuracy"] == "" and r["epochs"] == "0"
+    assert r["message"] == "params 19,354 > max_params 10,000"
+
+    spec = ResNetSpec.from_dict(json.loads((run / "best_spec.json").read_text()))
+    as_train_reads_it = cli._spec_from_args(
+        argparse.Namespace(spec=str(run / "best_spec.json"), width=None)
+    )
+    assert as_train_reads_it == spec and spec.width == 0.5
+    assert spec.count_params(channels=1, classes=10) == summary["best"]["params"] == SMALL
+    assert summary["best"]["val_accuracy"] == max(float(r["val_accuracy"]) for r in completed)
+
+    # best.keras is the best trial's model; the test split (never searched on) scores it.
+    model = keras.saving.load_model(run / "best.keras")
+    _, accuracy = model.evaluate(load_dataset("digits", image_size=8).test, verbose=0)
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert summary["test_accuracy"] > 0.4  # 3 epochs of a 5k-parameter net; chance is 0.1
+
+    png = (run / "pareto.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert json.loads((run / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert len(json.loads((run / "latency_cache.json").read_text())) == 2
+    out = capsys.readouterr().out
+    assert "Top 3 of 3 trained trials" in out and f"trial {summary['best']['trial_id']}" in out
+
+    # A finished search reruns without training; another configuration is refused.
+    again = search("digits", output_dir=run, **kwargs)
+    assert again["best"] == summary["best"] and _rows(run) == rows
+    with pytest.raises(ValueError, match="differs in: max_params"):
+        search("digits", output_dir=run, **{**kwargs, "max_params": 12_000})
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+    fit = HyperResNet.fit
+    calls = []
+
+    def out_of_memory_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HyperResNet, "fit", out_of_memory_once)
+    run = tmp_path / "bayes"
+    summary = search("digits", output_dir=run, tuner="bayesian", space=FOUR, max_trials=2,
+                     max_epochs=1, **TINY)  # fmt: skip
+    rows = _rows(run)
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+    assert "ResourceExhaustedError" in rows[0]["message"] and "OOM" in rows[0]["message"]
+    assert summary["trials"] == {"failed": 1, "completed": 1}
+    assert summary["best"]["trial_id"] == rows[1]["trial_id"]
+
+    # keras-tuner's max_consecutive_failed_trials still ends a search that cannot work.
+    def always_out_of_memory(self, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(HyperResNet, "fit", always_out_of_memory)
+    with pytest.raises(RuntimeError, match="2 failed trials in a row"):
+        search("digits", output_dir=tmp_path / "doomed", tuner="random", space=FOUR,
+               max_trials=4, max_consecutive_failed_trials=2, **TINY)  # fmt: skip
+    assert [r["status"] for r in _rows(tmp_path / "doomed")] == ["failed", "failed"]
+    assert not (tmp_path / "doomed" / "best.keras").exists()
+
+
+# --- bad input -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tuner="grid"), "Received: tuner='grid'"),
+        (dict(objective="accuracy"), "Received: objective='accuracy'"),
+        (dict(max_trials=0), "`max_trials` must be a positive integer. Received: max_trials=0"),
+        (dict(max_epochs=-1), "Received: max_epochs=-1"),
+        (dict(max_params=0), "`max_params` must be a positive integer. Received: max_params=0"),
+        (dict(max_latency_ms=-2.0), "Received: max_latency_ms=-2.0"),
+        (dict(hyperband_factor=1), "Received: hyperband_factor=1"),
+        (dict(retrain_epochs=-1), "Received: retrain_epochs=-1"),
+        (dict(max_search_seconds=0), "Received: max_search_seconds=0"),
+        (dict(role="boss", oracle_address="127.0.0.1:1"), "Received: role='boss'"),
+        (dict(role="worker", oracle_address="127.0.0.1:8000"), "Received: tuner_id=None"),
+        (dict(role="worker", oracle_address="localhost", tuner_id="w"),
+         "Received: oracle_address='localhost'"),
+        (dict(oracle_address="127.0.0.1:8000"), "`oracle_address` needs `role`"),
+        (dict(role="worker", oracle_address="h:1", tuner_id="w", overwrite=True),
+         "Only the chief may overwrite"),
+        (dict(dataset="no_such_dataset"), "no_such_dataset"),
+        (dict(base="resnet7"), "Received: name='resnet7'"),
+        (dict(space=SearchSpace(stems="imagenet")), "Received: stems=('imagenet',)"),
+        (dict(space=FOUR, max_params=1_000), "below the smallest model in the search space"),
+        (dict(space=FOUR, max_latency_ms=1e-4), "below the batch-1 latency"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_fail_before_anything_is_written(tmp_path, kwargs, message):
+    dataset = kwargs.pop("dataset", "digits")
+    with pytest.raises(ValueError) as e:
+        search(dataset, output_dir=tmp_path / "run", **{**TINY, **kwargs})
+    assert message in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(widths=()), "Received: widths=()"),
+        (dict(widths=(0.5, 0)), "Received: widths=(0.5, 0)"),
+        (dict(num_stages=(3, 2)), "Received: num_stages=(3, 2)"),
+        (dict(blocks=(0, 3)), "Received: blocks=(0, 3)"),
+        (dict(blocks=(4, 2)), "Received: blocks=(4, 2)"),
+        (dict(block_types=("resnext",)), "Received: block_types=('resnext',)"),
+        (dict(versions=[]), "Received: versions=[]"),
+        (dict(optimizers=("rmsprop",)), "Received: optimizers=('rmsprop',)"),
+        (dict(learning_rate=(0.1, 0.01)), "Received: learning_rate=(0.1, 0.01)"),
+        (dict(learning_rate=0.0), "Received: learning_rate=0.0"),
+        (dict(learning_rate={"rmsprop": 0.1}), "Received: learning_rate={'rmsprop': 0.1}"),
+        (dict(weight_decay=(0.0, 0.1)), "Received: weight_decay=(0.0, 0.1)"),
+        (dict(batch_sizes=(0, 32)), "Received: batch_sizes=(0, 32)"),
+    ],
+)
+def test_bad_search_spaces(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        SearchSpace(**kwargs)
+    assert message in str(e.value)
+
+
+def test_a_range_inverted_by_its_derived_bound_is_an_error():
+    # blocks=(4, None): the upper bound derives from resnet20 (3) -> max(4, 3) = 4, fine;
+    # num_stages=(None, 1): the lower bound derives as 2 > 1.
+    assert SearchSpace(blocks=(4, None)).resolve(get_spec("resnet20"), (16, 16, 1)).blocks == (4, 4)
+    with pytest.raises(ValueError, match=r"Received: num_stages=\(None, 1\)"):
+        SearchSpace(num_stages=(None, 1)).resolve(get_spec("resnet20"), (16, 16, 1))
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--tuner", "grid"], "tuner='grid'"),
+        (["--max-params", "0"], "max_params=0"),
+        (["--stages", "two"], "--stages='two'"),
+        (["--width-choices", "half,1"], "--width-choices='half,1'"),
+        (["--versions", "v3"], "versions=['v3']"),
+        (["--role", "worker", "--oracle", "127.0.0.1:9"], "tuner_id=None"),
+        (["--min-blocks", "3", "--max-blocks", "1"], "blocks=(3, 1)"),
+    ],
+)
+def test_cli_errors_exit_2_with_one_line(capsys, tmp_path, argv, names):
+    code, _, err = _run_cli(capsys, "tune", "--output", str(tmp_path / "r"), *argv)
+    assert code == 2
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("keras-resnet tune: error:") and names in last, err
+    assert not (tmp_path / "r").exists()
+
+
+# --- resume and distributed (real processes) -------------------------------------
+
+
+def _trials(run):
+    """trial_id -> trial.json state, for the trials keras-tuner has written."""
+    states = {}
+    for path in (run / "keras_tuner").glob("trial_*/trial.json"):
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:  # being written (keras-tuner writes trial files in place)
+            continue
+        states[state["trial_id"]] = state
+    return states
+
+
+def _wait(predicate, procs, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        for p in procs:
+            assert p.poll() is None, p.stderr.read().decode()[-3000:]
+        time.sleep(0.2)
+    pytest.fail("timed out")
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "keras_resnet.cli", "tune", *CLI_TINY, "--max-trials", "5",
+           "--output", str(run)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def two_done_and_one_training():
+        states = _trials(run).values()
+        done = sum(s["status"] == "COMPLETED" for s in states)
+        return done >= 2 and any(s["status"] == "RUNNING" for s in states)
+
+    _wait(two_done_and_one_training, [proc])
+    time.sleep(1.0)  # into the running trial's training
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _trials(run)
+    finished = {k: v for k, v in before.items() if v["status"] == "COMPLETED"}
+    interrupted = [k for k, v in before.items() if v["status"] == "RUNNING"]
+    assert len(finished) >= 2 and len(interrupted) == 1
+    assert not (run / "trials.csv").exists()
+
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Reloading Tuner" in done.stdout
+    after = _trials(run)
+    for trial_id, state in finished.items():
+        assert after[trial_id] == state  # kept as they were, not trained again
+    assert after[interrupted[0]]["status"] == "COMPLETED"  # the killed trial ran again
+    rows = _rows(run)
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"completed"}
+    assert (run / "best.keras").exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_on_loopback_survive_a_worker_restart(tmp_path):
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "keras_resnet.cli", "tune", *CLI_TINY, "--max-trials", "5",
+            "--output", str(run), "--oracle", f"127.0.0.1:{_free_port()}"]  # fmt: skip
+
+    def start(*role):
+        return subprocess.Popen([*base, "--role", *role], env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)  # fmt: skip
+
+    chief = start("chief")
+    w0, w1 = start("worker", "--tuner-id", "w0"), start("worker", "--tuner-id", "w1")
+
+    def w0_training():
+        try:
+            oracle = json.loads((run / "keras_tuner" / "oracle.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return "w0" in oracle["ongoing_trials"]
+
+    _wait(w0_training, [chief, w0, w1])
+    time.sleep(1.0)
+    os.kill(w0.pid, signal.SIGKILL)
+    w0.wait()
+    lost = json.loads((run / "keras_tuner" / "oracle.json").read_text())["ongoing_trials"]["w0"]
+    w0 = start("worker", "--tuner-id", "w0")  # same id: it is handed the lost trial again
+
+    for name, proc in (("w0", w0), ("w1", w1), ("chief", chief)):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {err.decode()[-3000:]}"
+        if name != "chief":
+            assert "no trials left" in out.decode()
+    rows = _rows(run)
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"completed"}
+    assert _trials(run)[lost]["status"] == "COMPLETED"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["trials"] == {"completed": 5}
+    assert keras.saving.load_model(run / "best.keras").count_params() == summary["best"]["params"]
