@@ -1,5 +1,6 @@
 """Test helpers shared by the test modules (import as `tests.helpers`)."""
 
+from keras_resnet import cli
 from keras_resnet.spec import ResNetSpec, StageSpec
 
 
@@ -13,3 +14,13 @@ def tiny_spec(**overrides) -> ResNetSpec:
     )
     base.update(overrides)
     return ResNetSpec(**base)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Runs `keras-resnet ARGV...` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -8,21 +8,12 @@ import sys
 
 import pytest
 
-from keras_resnet import cli
 from keras_resnet.spec import get_spec
-
-
-def _run(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers import run_cli
 
 
 def test_list_prints_every_named_spec_with_its_count(capsys):
-    code, out, _ = _run(capsys, "list")
+    code, out, _ = run_cli(capsys, "list")
     assert code == 0
     assert "resnet50  " in out and "25,636,712" in out
     assert "resnet20  " in out and "271,098" in out
@@ -30,7 +21,7 @@ def test_list_prints_every_named_spec_with_its_count(capsys):
 
 
 def test_build_prints_the_parameter_count(capsys):
-    code, out, _ = _run(capsys, "build", "resnet20", "--width", "0.5", "--quiet")
+    code, out, _ = run_cli(capsys, "build", "resnet20", "--width", "0.5", "--quiet")
     assert code == 0
     half = dataclasses.replace(get_spec("resnet20"), width=0.5)
     assert out.strip() == f"resnet: {half.count_params(classes=10):,} parameters"
@@ -73,7 +64,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, names):
     }
     argv = [subs.get(a, a) for a in argv]
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code, _, err = _run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert "Traceback" not in err
@@ -85,7 +76,7 @@ def test_existing_run_with_another_spec_is_refused(capsys, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"fingerprint": {"spec": {"other": 1}}}))
-    code, _, err = _run(capsys, "train", "--model", "resnet20", "--output", str(run))
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--output", str(run))
     assert code == 2
     assert "holds a run with another configuration" in err and str(run) in err
 

@@ -13,12 +13,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import cli, export
+from keras_resnet import export
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
 from keras_resnet.spec import StageSpec
 from keras_resnet.training import train
-from tests.helpers import tiny_spec
+from tests.helpers import run_cli, tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_SPEC = tiny_spec(
@@ -337,18 +337,9 @@ def test_parse_formats():
         export.parse_formats([])
 
 
-def _run_cli(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    code, stdout, _ = _run_cli(
+    code, stdout, _ = run_cli(
         capsys,
         "export",
         str(run_dir),
@@ -393,7 +384,7 @@ def test_cli_export_errors_exit_2_in_one_line(run_dir, tmp_path, capsys, argv, m
     argv = [a.format(**paths) for a in argv]
     before = sorted(p.name for p in tmp_path.iterdir())
     extra = [] if "--output" in argv else ["--output", str(tmp_path / "x")]
-    code, _, err = _run_cli(capsys, "export", *argv, *extra)
+    code, _, err = run_cli(capsys, "export", *argv, *extra)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-resnet export: error: "), err

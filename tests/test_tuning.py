@@ -29,6 +29,7 @@ from keras_resnet.tuning import (
     pareto_front,
     search,
 )
+from tests.helpers import run_cli
 
 # Four candidates on 8x8 digits: width 0.5 (5,074 parameters) or 1.0 (19,354), v1 or v2.
 FOUR = SearchSpace(
@@ -48,15 +49,6 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 def _rows(run):
     with open(run / "trials.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _run_cli(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # --- the space ---------------------------------------------------------------
@@ -357,7 +349,7 @@ def test_a_range_inverted_by_its_derived_bound_is_an_error():
     ],
 )
 def test_cli_errors_exit_2_with_one_line(capsys, tmp_path, argv, names):
-    code, _, err = _run_cli(capsys, "tune", "--output", str(tmp_path / "r"), *argv)
+    code, _, err = run_cli(capsys, "tune", "--output", str(tmp_path / "r"), *argv)
     assert code == 2
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
