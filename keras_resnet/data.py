@@ -58,6 +58,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet._checks import check_positive_int as _check_positive_int
+from keras_resnet._checks import is_int as _is_int
+
 OFFLINE_DATASETS = ("digits",)
 """Dataset names that need no download and no prepared data."""
 
@@ -252,10 +255,6 @@ def load_dataset(
 # --- argument checks ---------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_dataset(dataset: Any) -> str:
     if isinstance(dataset, os.PathLike):
         dataset = os.fspath(dataset)
@@ -265,11 +264,6 @@ def _check_dataset(dataset: Any) -> str:
             f"Datasets name. Received: dataset={dataset!r}"
         )
     return dataset
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
 def _check_seed(seed: Any) -> None:

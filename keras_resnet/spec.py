@@ -28,16 +28,14 @@ import math
 import numbers
 from typing import Any
 
+from keras_resnet._checks import received as _received
+
 BLOCKS = ("basic", "bottleneck")
 VERSIONS = ("v1", "v2")
 STEMS = ("imagenet", "cifar")
 SHORTCUTS = ("projection", "zero_pad")
 STRIDE_BLOCKS = ("first", "last")
 BOTTLENECK_STRIDES = ("1x1", "3x3")
-
-
-def _received(name: str, value: Any) -> str:
-    return f"Received: {name}={value!r}"
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> None:

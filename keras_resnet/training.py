@@ -39,6 +39,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_resnet._checks import write_json as _write_json
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
 from keras_resnet.spec import ResNetSpec, resolve_spec
@@ -221,13 +222,6 @@ def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Atomic: a reader (or a resumed run) never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _repair_backup(backup_dir: Path) -> None:
