@@ -159,6 +159,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         stems=args.stems or SearchSpace.stems,
         optimizers=args.optimizers or SearchSpace.optimizers,
         batch_sizes=args.batch_sizes or SearchSpace.batch_sizes,
+        learning_rate=args.lr_range if args.lr_range is not None else SearchSpace.learning_rate,
+        weight_decay=(
+            args.weight_decay_range
+            if args.weight_decay_range is not None
+            else SearchSpace.weight_decay
+        ),
     )
     try:
         search(
@@ -185,6 +191,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             tuner_id=args.tuner_id,
             retrain_epochs=args.retrain_epochs,
             max_search_seconds=args.max_search_seconds,
+            max_consecutive_failed_trials=args.max_failed_trials,
             verbose=0 if args.quiet else 1,
         )
     except RuntimeError as e:
@@ -197,24 +204,42 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _list_of(kind: type, name: str):
     def parse(text: str) -> list:
         try:
-            return [kind(v) for v in text.split(",") if v.strip()]
+            values = [kind(v) for v in text.split(",") if v.strip()]
         except ValueError:
+            values = []
+        if not values:
             raise argparse.ArgumentTypeError(
-                f"{name} must be a comma-separated list. Received: {name}={text!r}"
-            ) from None
+                f"{name} must be a comma-separated list of at least one {kind.__name__}. "
+                f"Received: {name}={text!r}"
+            )
+        return values
 
     return parse
 
 
 def _int_range(text: str) -> int | tuple[int, int]:
     """`3` or `2-4`."""
+    low, dash, high = text.partition("-")
     try:
-        low, _, high = text.partition("-")
-        return (int(low), int(high)) if high else int(low)
+        return (int(low), int(high)) if dash else int(low)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--stages must be N or MIN-MAX. Received: --stages={text!r}"
         ) from None
+
+
+def _float_range(name: str):
+    """`0.1` (fixed) or `0.01,0.2` (a log-sampled range); floats like 1e-4 have a dash."""
+
+    def parse(text: str) -> float | tuple[float, float]:
+        values = _list_of(float, name)(text)
+        if len(values) > 2:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be VALUE or LOW,HIGH. Received: {name}={text!r}"
+            )
+        return values[0] if len(values) == 1 else (values[0], values[1])
+
+    return parse
 
 
 # 16x16 digits: 98%+ in a few minutes on 2 cores (32x32 costs 4x the time for the same accuracy).
@@ -331,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--optimizers", type=_list_of(str, "--optimizers"), help="sgd,adam,adamw")
     p.add_argument("--batch-sizes", type=_list_of(int, "--batch-sizes"), help="e.g. 32,64,128")
+    p.add_argument(
+        "--lr-range",
+        type=_float_range("--lr-range"),
+        help="learning rate: LOW,HIGH (log-sampled) or one value (default by optimizer)",
+    )
+    p.add_argument(
+        "--weight-decay-range",
+        type=_float_range("--weight-decay-range"),
+        help="weight decay: LOW,HIGH (log-sampled) or one value (default by optimizer)",
+    )
     p.add_argument("--image-size", type=int, help="resize side (default: the base's input size)")
     p.add_argument("--channels", type=int, help="1 or 3 (default: the dataset's own)")
     p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
@@ -344,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain the best candidate this long (0: keep its trial weights)",
     )
     p.add_argument("--max-search-seconds", type=float, help="start no trial after this long")
+    p.add_argument(
+        "--max-failed-trials",
+        type=int,
+        default=3,
+        help="stop after this many failed trials in a row (keras-tuner's limit)",
+    )
     p.add_argument("--overwrite", action="store_true", help="start the search over")
     p.add_argument("--role", help="chief | worker (distributed search, see docs/tuning.md)")
     p.add_argument("--oracle", help="the chief's HOST:PORT")

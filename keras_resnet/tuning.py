@@ -33,7 +33,7 @@ model (accuracy 0, or the loss of a uniform guess, ln(classes)). Scoring it, rat
 failing it, is deliberate: keras-tuner stops a search after
 `max_consecutive_failed_trials` failures in a row, and its Bayesian oracle
 ignores failed trials, so it would keep proposing the same oversized region; a
-low score steers it away, and Hyperband never promotes it. Random draws
+low score steers it away, and Hyperband ranks it below every trained one. Random draws
 (random search, Hyperband's brackets, Bayesian optimisation's initial points)
 are also redrawn up to `MAX_DRAWS` times while over `max_params`, so the trial
 budget goes to models that fit. Trials that crash (out of memory, ...) are
@@ -57,7 +57,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import os
 import platform
 import shutil
@@ -76,6 +75,16 @@ import tensorflow as tf
 from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.distribute import utils as dist_utils
 
+from keras_resnet._checks import (
+    check_positive_int as _check_positive_int,
+)
+from keras_resnet._checks import (
+    check_positive_number as _check_positive_number,
+)
+from keras_resnet._checks import is_int as _is_int
+from keras_resnet._checks import is_number as _is_number
+from keras_resnet._checks import received as _received
+from keras_resnet._checks import write_json as _write_json
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
 from keras_resnet.spec import BLOCKS, STEMS, VERSIONS, ResNetSpec, StageSpec, resolve_spec
@@ -84,7 +93,6 @@ from keras_resnet.training import (
     DEFAULT_WEIGHT_DECAY,
     OPTIMIZERS,
     TrainConfig,
-    _write_json,
     make_loss,
     make_optimizer,
     train,
@@ -125,32 +133,6 @@ _METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
 
 # --- argument checks ---------------------------------------------------------
-
-
-def _received(name: str, value: Any) -> str:
-    return f"Received: {name}={value!r}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. {_received(name, value)}")
-
-
-def _check_positive_number(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not _is_number(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive number. {_received(name, value)}")
 
 
 def _choices(name: str, value: Any, allowed: Sequence[str]) -> tuple[str, ...] | None | str:
@@ -873,8 +855,14 @@ class HyperResNet(kt.HyperModel):
             )
         result = {"params": float(params), "latency_ms": latency, "rejected": 0.0}
         result["epochs"] = float(initial_epoch + len(scores))
+        # An epoch whose training loss is NaN or infinite diverged (TerminateOnNaN
+        # stopped it), whatever its validation accuracy says: Keras still validates
+        # the NaN weights, and their accuracy (about chance) is a number.
+        losses = np.array(history.get("loss", []), dtype=float)
+        if losses.size == scores.size:
+            scores = np.where(np.isfinite(losses), scores, np.nan)
         if np.isnan(scores).all():
-            # Diverged (TerminateOnNaN stopped it): a result, not a crash.
+            # Diverged: a result, not a crash.
             result.update({self.objective: self.penalty, "diverged": 1.0})
             return result
         pick = np.nanargmax if OBJECTIVES[self.objective] == "max" else np.nanargmin
@@ -958,6 +946,7 @@ class _BudgetedOracle:
     feasible = None
     deadline: float | None = None
     infeasible_draws = 0
+    failure: str | None = None  # set on a chief when too many trials failed in a row
 
     def _random_values(self):
         values = last = super()._random_values()
@@ -971,9 +960,24 @@ class _BudgetedOracle:
         return values if values is not None else last
 
     def populate_space(self, trial_id):
-        if self.deadline is not None and time.time() > self.deadline:
+        if self.failure or (self.deadline is not None and time.time() > self.deadline):
             return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
         return super().populate_space(trial_id)
+
+    def end_trial(self, trial):
+        try:
+            super().end_trial(trial)
+        except RuntimeError as e:
+            if "consecutive failures" not in str(e) or not dist_utils.is_chief_oracle():
+                raise
+            # On a chief this runs in the gRPC handler of a worker's EndTrial: the
+            # error would crash that worker and leave its trial "ongoing", so the
+            # chief would wait for it forever. Let the trial go, stop handing out
+            # trials, and let `_serve` raise once every worker has stopped.
+            self.failure = str(e)
+            for tuner_id, ongoing in list(self.ongoing_trials.items()):
+                if ongoing.trial_id == trial.trial_id:
+                    self.ongoing_trials.pop(tuner_id)
 
     def get_state(self):
         return {**super().get_state(), "infeasible_draws": self.infeasible_draws}
@@ -1045,10 +1049,28 @@ class _BudgetedTuner:
         spec = hm.spec(hp.copy())
         params = spec.count_params(channels=hm.input_shape[-1], classes=hm.classes)
         latency = hm.cached_latency(spec)
+        if latency is None:
+            latency = self._parent_latency_if_rejected(hp)
         if hm.budget_violation(params, latency):
             return hm.rejected_result(params, latency)
         with _weights_only_restore():  # Hyperband loads the promoted trial's checkpoint
             return super().run_trial(trial, *args, **kwargs)
+
+    def _parent_latency_if_rejected(self, hp: kt.HyperParameters) -> float | None:
+        """The latency a Hyperband parent was rejected with, else None.
+
+        A promoted trial loads its parent's checkpoint; a rejected parent never
+        wrote one. The latency cache would catch it on the parent's host (it is
+        keyed by host); on another worker host the parent's own record does.
+        """
+        parent_id = hp.values.get("tuner/trial_id")
+        if parent_id is None:
+            return None
+        metrics = self.oracle.get_trial(parent_id).metrics
+        rejected = metrics.exists("rejected") and metrics.get_last_value("rejected") == 1.0
+        if rejected and metrics.exists("latency_ms"):
+            return float(metrics.get_last_value("latency_ms"))
+        return None
 
     def save(self):
         if not self._is_worker():
@@ -1087,6 +1109,8 @@ def _serve(oracle: kt.Oracle, poll_seconds: float = 0.5) -> None:
             time.sleep(poll_seconds)
     finally:
         server.stop(grace=5).wait()
+    if getattr(oracle, "failure", None):
+        raise RuntimeError(oracle.failure)
 
 
 _ORACLES = {
@@ -1188,7 +1212,10 @@ def _tuner_environment(
     if role is not None:
         host, port = oracle_address.rsplit(":", 1)
         os.environ["KERASTUNER_TUNER_ID"] = "chief" if role == "chief" else tuner_id
-        os.environ["KERASTUNER_ORACLE_IP"] = host.strip("[]")
+        # keras-tuner and gRPC join IP and port with ":": an IPv6 host keeps brackets.
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        os.environ["KERASTUNER_ORACLE_IP"] = host
         os.environ["KERASTUNER_ORACLE_PORT"] = port
     try:
         yield
@@ -1251,12 +1278,19 @@ def _fingerprint_check(run_dir: Path, record: dict[str, Any], overwrite: bool) -
         )
 
 
+_ALL_PROBES = 8  # up to this many candidates, the latency pre-check times them all
+
+
 def _check_budgets_reachable(hm: HyperResNet) -> None:
-    """Budgets no candidate can meet are an error before anything is trained."""
+    """Budgets no candidate can meet, alone or together, are an error before any training."""
     corners = hm.corner_specs()
     channels = hm.input_shape[-1]
-    smallest = min(corners, key=lambda s: s.count_params(channels=channels, classes=hm.classes))
-    least = smallest.count_params(channels=channels, classes=hm.classes)
+
+    def params(spec: ResNetSpec) -> int:
+        return spec.count_params(channels=channels, classes=hm.classes)
+
+    smallest = min(corners, key=params)
+    least = params(smallest)
     if hm.max_params is not None and least > hm.max_params:
         raise ValueError(
             "`max_params` is below the smallest model in the search space "
@@ -1266,15 +1300,26 @@ def _check_budgets_reachable(hm: HyperResNet) -> None:
         )
     if hm.max_latency_ms is None:
         return
-    # The smallest candidate of each stem: the stem sets most of a small model's cost.
-    fastest = {}
-    for spec in sorted(corners, key=lambda s: s.count_params(channels, hm.classes)):
-        fastest.setdefault(spec.stem, spec)
-    latencies = [hm.latency_ms(spec) for spec in fastest.values()]
-    if min(latencies) > hm.max_latency_ms:
+    # Only candidates within the parameter budget count. A few are all timed;
+    # of more, per stem (which sets most of a small model's cost) the two with
+    # the fewest parameters and the shallowest one: latency at batch 1 follows
+    # depth as much as size.
+    fits = [s for s in corners if hm.max_params is None or params(s) <= hm.max_params]
+    probes: list[ResNetSpec] = []
+    for stem in dict.fromkeys(s.stem for s in fits):
+        mine = [s for s in fits if s.stem == stem]
+        shallowest = min(mine, key=lambda s: (sum(st.blocks for st in s.stages), params(s)))
+        for spec in [*sorted(mine, key=params)[:2], shallowest]:
+            if spec not in probes:
+                probes.append(spec)
+    if len(fits) <= _ALL_PROBES:
+        probes = fits
+    fastest = min(hm.latency_ms(spec) for spec in probes)
+    if fastest > hm.max_latency_ms:
+        within = "" if hm.max_params is None else f" within max_params={hm.max_params}"
         raise ValueError(
             "`max_latency_ms` is below the batch-1 latency of the fastest candidates of "
-            f"the search space ({min(latencies):.3g} ms, {latency_runtime()}). "
+            f"the search space{within} ({fastest:.3g} ms, {latency_runtime()}). "
             f"Received: max_latency_ms={hm.max_latency_ms}"
         )
 
@@ -1441,6 +1486,8 @@ def search(
         "latency_runtime": latency_runtime(),
     }
     _fingerprint_check(run_dir, record, overwrite)
+    if (run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
+        hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
     _check_budgets_reachable(hypermodel)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -1685,6 +1732,33 @@ def _print_top(rows: list[dict[str, Any]], objective: str, top: int = 5) -> None
         )
 
 
+def _train_command(
+    run_dir: Path,
+    splits: DatasetSplits,
+    best: dict[str, Any],
+    epochs: int,
+    *,
+    dataset: Any,
+    data_dir: str | None,
+    seed: int,
+    augment: bool,
+) -> str:
+    """The `keras-resnet train` command that retrains the best candidate from scratch."""
+    parts = [
+        f"keras-resnet train --spec {run_dir / BEST_SPEC}",
+        f"--dataset {dataset if isinstance(dataset, (str, os.PathLike)) else splits.name}",
+        f"--image-size {splits.image_shape[0]} --channels {splits.image_shape[-1]}",
+        f"--optimizer {best['optimizer']} --lr {best['learning_rate']:.3g}",
+        f"--weight-decay {best['weight_decay']:.3g} --batch-size {best['batch_size']}",
+        f"--epochs {epochs} --seed {seed}",
+    ]
+    if data_dir:
+        parts.append(f"--data-dir {data_dir}")
+    if not augment:
+        parts.append("--no-augment")
+    return " ".join([*parts, "--output runs/best"])
+
+
 def _finish(
     kt_tuner: kt.Tuner,
     hm: HyperResNet,
@@ -1778,13 +1852,15 @@ def _finish(
         "dataset": splits.to_dict(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "fingerprint": record["fingerprint"],
-        "train_command": (
-            f"keras-resnet train --spec {run_dir / BEST_SPEC} --dataset {splits.name} "
-            f"--image-size {splits.image_shape[0]} --optimizer {best['optimizer']} "
-            f"--lr {best['learning_rate']:.3g} --weight-decay {best['weight_decay']:.3g} "
-            f"--batch-size {best['batch_size']}"
-            + (f" --epochs {retrain_epochs}" if retrain_epochs else "")
-            + " --output runs/best"
+        "train_command": _train_command(
+            run_dir,
+            splits,
+            best,
+            retrain_epochs or int(best.get("epochs") or 1),
+            dataset=dataset,
+            data_dir=data_dir,
+            seed=seed,
+            augment=augment,
         ),
         "files": {
             "trials": TRIALS_CSV,

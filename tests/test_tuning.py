@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -101,6 +102,7 @@ def test_sampled_candidates_build_and_respect_the_budget(tmp_path):
     assert oracle.infeasible_draws > 0  # over-budget draws were redrawn
 
 
+@pytest.mark.slow
 def test_label_formats_pick_the_loss(tmp_path):
     hm = HyperResNet((8, 8, 1), 10, space=FOUR)
     hp = kt.HyperParameters()
@@ -178,6 +180,7 @@ def test_pareto_front():
 # --- real searches -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_search_on_digits_writes_every_output(tmp_path, capsys):
     run = tmp_path / "run"
     kwargs = dict(space=FOUR, max_params=10_000, max_trials=4, max_epochs=3, **TINY)
@@ -215,6 +218,15 @@ def test_search_on_digits_writes_every_output(tmp_path, capsys):
     assert spec.count_params(channels=1, classes=10) == summary["best"]["params"] == SMALL
     assert summary["best"]["val_accuracy"] == max(float(r["val_accuracy"]) for r in completed)
 
+    # The summary's train command retrains that spec with the search's data settings.
+    command = shlex.split(summary["train_command"])
+    assert command[:2] == ["keras-resnet", "train"] and command[-2:] == ["--output", "runs/best"]
+    assert command[command.index("--epochs") + 1] == "3"  # what the best trial trained
+    command[command.index("--epochs") + 1] = "1"
+    assert cli.main([*command[1:-2], "--output", str(tmp_path / "retrain")]) == 0
+    retrained = keras.saving.load_model(tmp_path / "retrain" / "best.keras")
+    assert retrained.input_shape == (None, 8, 8, 1) and retrained.count_params() == SMALL
+
     # best.keras is the best trial's model; the test split (never searched on) scores it.
     model = keras.saving.load_model(run / "best.keras")
     _, accuracy = model.evaluate(load_dataset("digits", image_size=8).test, verbose=0)
@@ -235,6 +247,7 @@ def test_search_on_digits_writes_every_output(tmp_path, capsys):
         search("digits", output_dir=run, **{**kwargs, "max_params": 12_000})
 
 
+@pytest.mark.slow
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
     fit = HyperResNet.fit
     calls = []
@@ -346,6 +359,12 @@ def test_a_range_inverted_by_its_derived_bound_is_an_error():
         (["--versions", "v3"], "versions=['v3']"),
         (["--role", "worker", "--oracle", "127.0.0.1:9"], "tuner_id=None"),
         (["--min-blocks", "3", "--max-blocks", "1"], "blocks=(3, 1)"),
+        (["--stages", "2-"], "--stages='2-'"),
+        (["--versions", ","], "--versions=','"),
+        (["--batch-sizes", ""], "--batch-sizes=''"),
+        (["--lr-range", "0.1,0.01"], "learning_rate=(0.1, 0.01)"),
+        (["--lr-range", "0.01,0.1,1"], "--lr-range='0.01,0.1,1'"),
+        (["--weight-decay-range", "0,1e-3"], "weight_decay=(0.0, 0.001)"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line(capsys, tmp_path, argv, names):
@@ -355,6 +374,20 @@ def test_cli_errors_exit_2_with_one_line(capsys, tmp_path, argv, names):
     last = err.strip().splitlines()[-1]
     assert last.startswith("keras-resnet tune: error:") and names in last, err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_ranges_reach_the_search_space(monkeypatch, tmp_path):
+    from keras_resnet import tuning
+
+    seen = {}
+    monkeypatch.setattr(tuning, "search", lambda dataset, **kwargs: seen.update(kwargs))
+    argv = ["tune", "--output", str(tmp_path / "r"), "--lr-range", "0.02,0.2",
+            "--weight-decay-range", "1e-4", "--stages", "2-3",
+            "--max-failed-trials", "5"]  # fmt: skip
+    assert cli.main(argv) == 0
+    space = seen["space"]
+    assert space.learning_rate == (0.02, 0.2) and space.weight_decay == (1e-4, 1e-4)
+    assert space.num_stages == (2, 3) and seen["max_consecutive_failed_trials"] == 5
 
 
 # --- resume and distributed (real processes) -------------------------------------
@@ -461,3 +494,109 @@ def test_chief_and_two_workers_on_loopback_survive_a_worker_restart(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["trials"] == {"completed": 5}
     assert keras.saving.load_model(run / "best.keras").count_params() == summary["best"]["params"]
+
+
+def test_an_epoch_with_a_nan_loss_counts_as_diverged_whatever_its_val_accuracy():
+    hm = HyperResNet((8, 8, 1), 10, space=FOUR)
+    nan = float("nan")
+    # Keras validates NaN weights after TerminateOnNaN stops: accuracy near chance, a number.
+    gone = hm._best_epoch({"val_accuracy": [0.1], "loss": [nan]}, SMALL, 0.2, 0)
+    assert gone["diverged"] == 1.0 and gone["val_accuracy"] == hm.penalty
+    late = hm._best_epoch(
+        {"val_accuracy": [0.6, 0.8, 0.1], "loss": [1.0, 0.5, nan], "val_loss": [1.1, 0.6, nan]},
+        SMALL,
+        0.2,
+        0,
+    )
+    assert "diverged" not in late and late["val_accuracy"] == 0.8 and late["val_loss"] == 0.6
+    assert late["epochs"] == 3.0
+
+
+def test_budgets_each_reachable_alone_but_not_together_fail_before_training(monkeypatch):
+    from keras_resnet import tuning
+
+    # Made-up latencies where the small candidates are the slow ones: width 0.5
+    # fits max_params, width 1.0 fits max_latency_ms, none fits both.
+    def latency(self, spec, model=None):
+        return 5.0 if spec.width == 0.5 else 1.0
+
+    monkeypatch.setattr(HyperResNet, "latency_ms", latency)
+    tuning._check_budgets_reachable(HyperResNet((8, 8, 1), 10, space=FOUR, max_params=10_000))
+    tuning._check_budgets_reachable(HyperResNet((8, 8, 1), 10, space=FOUR, max_latency_ms=2.0))
+    both = HyperResNet((8, 8, 1), 10, space=FOUR, max_params=10_000, max_latency_ms=2.0)
+    with pytest.raises(ValueError, match=r"within max_params=10000 \(5 ms.*max_latency_ms=2.0"):
+        tuning._check_budgets_reachable(both)
+
+
+def test_a_promoted_child_of_a_rejected_trial_is_rejected_on_a_host_without_its_latency(
+    tmp_path, monkeypatch
+):
+    splits = load_dataset("digits", image_size=8)
+    # A fresh hypermodel: its latency cache is empty, as on another worker host.
+    hm = HyperResNet((8, 8, 1), 10, space=FOUR, max_latency_ms=0.5)
+    tuner = make_tuner(hm, "hyperband", directory=tmp_path, max_epochs=3)
+    monkeypatch.setattr(hm, "_build", lambda hp: pytest.fail("a rejected parent's child was built"))
+    hp = tuner.oracle.get_space()
+    hp.values = {"width": 1.0, "version": "v1"}
+    parent = kt.engine.trial.Trial(hp.copy(), trial_id="parent")
+    for name, value in {"rejected": 1.0, "latency_ms": 2.5, "val_accuracy": 0.0}.items():
+        parent.metrics.update(name, value)
+    tuner.oracle.trials["parent"] = parent
+    hp.values["tuner/trial_id"] = "parent"
+    child = kt.engine.trial.Trial(hp, trial_id="child")
+    result = tuner.run_trial(child, splits.train, validation_data=splits.validation, epochs=2)
+    assert result["rejected"] == 1.0 and result["latency_ms"] == 2.5 and result["epochs"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "address, ip",
+    [("127.0.0.1:8000", "127.0.0.1"), ("[::1]:8000", "[::1]"), ("::1:8000", "[::1]")],
+)
+def test_oracle_address_becomes_keras_tuner_variables_ipv6_in_brackets(address, ip):
+    from keras_resnet.tuning import _tuner_environment
+
+    before = {k: os.environ.get(k) for k in ("KERASTUNER_ORACLE_IP", "KERASTUNER_TUNER_ID")}
+    with _tuner_environment("worker", address, "worker-1"):
+        assert os.environ["KERASTUNER_ORACLE_IP"] == ip
+        assert os.environ["KERASTUNER_ORACLE_PORT"] == "8000"
+        assert os.environ["KERASTUNER_TUNER_ID"] == "worker-1"
+    assert {k: os.environ.get(k) for k in before} == before
+
+
+def test_a_chief_whose_workers_keep_failing_stops_them_instead_of_hanging(tmp_path, monkeypatch):
+    """keras-tuner raises the consecutive-failures error inside the chief's EndTrial
+    handler; ours lets the trial go and hands every worker a STOPPED trial."""
+    from keras_tuner.src.distribute import oracle_chief
+
+    from keras_resnet.tuning import _ORACLE_CLASSES
+
+    for name, value in {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                        "KERASTUNER_ORACLE_PORT": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    oracle = _ORACLE_CLASSES["random"](
+        objective=kt.Objective("val_accuracy", "max"), max_trials=10,
+        max_consecutive_failed_trials=2, seed=0,
+    )  # fmt: skip
+    oracle.hyperparameters.Choice("width", [0.5, 1.0, 2.0])
+    oracle._set_project_dir(str(tmp_path), "p")
+    for worker in ("w1", "w2"):
+        trial = oracle.create_trial(worker)
+        trial.status, trial.message = kt.engine.trial.TrialStatus.FAILED, "OOM"
+        oracle.end_trial(trial)  # the second failure in a row: no exception on a chief
+    assert oracle.failure and "consecutive failures" in oracle.failure
+    assert not oracle.ongoing_trials
+    for worker in ("w1", "w2"):
+        assert oracle.create_trial(worker).status == kt.engine.trial.TrialStatus.STOPPED
+    assert oracle_chief.exit_chief(oracle)
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker-1")  # not a chief: keras-tuner's error
+    local = _ORACLE_CLASSES["random"](
+        objective=kt.Objective("val_accuracy", "max"), max_trials=10,
+        max_consecutive_failed_trials=1, seed=0,
+    )  # fmt: skip
+    local.hyperparameters.Choice("width", [0.5, 1.0])
+    local._set_project_dir(str(tmp_path), "q")
+    trial = local.create_trial("w1")
+    trial.status = kt.engine.trial.TrialStatus.FAILED
+    with pytest.raises(RuntimeError, match="consecutive failures"):
+        local.end_trial(trial)
