@@ -16,7 +16,10 @@ VERSION = re.search(
     r'^__version__ = "([^"]+)"', (HERE / "keras_resnet" / "version.py").read_text(), re.M
 ).group(1)
 
+# What a fresh install picks (tested up to 2.21). An installed TensorFlow only needs the lower
+# bound: on Colab a newer preinstalled build must not be downgraded (that forces a restart).
 TF_MIN = ">=2.18,<2.22"
+TF_INSTALLED = ">=2.18"
 
 # The one place the repository's address is kept (a placeholder until it is published). The
 # notebooks install from it on Colab and link to it; tests/test_notebooks.py fails while any of
@@ -31,7 +34,8 @@ def _tensorflow_requirement() -> str:
     ``tensorflow`` module. Requiring plain ``tensorflow`` where ``tensorflow-cpu``
     is installed (the Makefile does that on Linux x86-64 to halve the download)
     would pull a second 570 MB wheel over it; requiring ``tensorflow-cpu`` on
-    Colab would overwrite its GPU build. So: keep whichever is there.
+    Colab would overwrite its GPU build. So: keep whichever is there, at the
+    version it is.
     """
     # pip builds in an isolated environment whose sys.path hides the target's
     # site-packages; sysconfig still names them, so look there explicitly.
@@ -42,7 +46,7 @@ def _tensorflow_requirement() -> str:
     }
     for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly", "tf-nightly-cpu"):
         if dist in installed:
-            return dist if dist.startswith("tf-") else f"{dist}{TF_MIN}"
+            return dist if dist.startswith("tf-") else f"{dist}{TF_INSTALLED}"
     return f"tensorflow{TF_MIN}"
 
 

@@ -143,6 +143,8 @@ def test_small_mode_is_one_settings_cell(path):
     cells = _code_cells(_read(path))
     readers = [cell for cell in cells if SMALL_MODE_VARIABLE in cell.source]
     assert len(readers) == 1, f"{SMALL_MODE_VARIABLE} must be read in exactly one cell"
+    # papermill injects its overrides after the cell tagged `parameters`.
+    assert "parameters" in readers[0].metadata.get("tags", []), "tag the settings cell"
 
 
 def test_repository_url_is_the_same_everywhere():
@@ -155,10 +157,12 @@ def test_repository_url_is_the_same_everywhere():
         found = set(pattern.findall(path.read_text(encoding="utf-8")))
         assert found <= {github_path}, f"{path.name} links to {found - {github_path}}, not {url}"
     readme = (NOTEBOOKS_DIR / "README.md").read_text(encoding="utf-8")
+    top_readme = (NOTEBOOKS_DIR.parent / "README.md").read_text(encoding="utf-8")
     for path in NOTEBOOKS:
         assert colab_url(path.name) in readme, (
             f"notebooks/README.md has no Colab link to {path.name}"
         )
+        assert f"`{path.name}`" in top_readme, f"README.md's Notebooks section omits {path.name}"
 
 
 def test_kernel_is_this_python(tmp_path):
