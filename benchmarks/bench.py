@@ -34,6 +34,7 @@ import datetime
 import gc
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -738,28 +739,39 @@ def _tflite_model(name: str, ctx: Context, threads: int) -> dict[str, Any]:
         "keras_tf_function": lambda: forward(x1_tensor).numpy(),
     }
 
-    def keras_round(fn: Callable[[], Any]) -> float:
+    def keras_round(fn: Callable[[], Any], runs: int) -> float:
         times = []
-        for _ in range(s.tflite_runs):
+        for _ in range(runs):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
         return float(np.median(times) * 1e3)
 
-    for fn in keras_calls.values():
-        fn(), fn()
+    def tflite_round(content: bytes, runs: int, **kwargs: Any) -> float:
+        result = export.tflite_latency(content, runs=runs, warmup=3, **kwargs)
+        out["runtime"] = result["runtime"]
+        return float(result["median_ms"])
+
+    def runs_for(ms: float) -> int:
+        # At least `tflite_runs` invocations, and enough that a round lasts
+        # `min_sample_seconds`: 20 calls of a 0.15 ms model are too few to time.
+        return max(s.tflite_runs, min(5000, math.ceil(s.min_sample_seconds * 1e3 / ms)))
+
     order = [*keras_calls, *export.TFLITE_VARIANTS]
+    runs: dict[str, int] = {}
+    for key in order:  # warm-up, and a first timing that sizes the rounds
+        if key in keras_calls:
+            runs[key] = runs_for(keras_round(keras_calls[key], 3))
+        else:
+            runs[key] = runs_for(tflite_round(contents[key], 3, num_threads=threads))
+    out["runs_per_round"] = runs
     rounds: dict[str, list[float]] = {key: [] for key in order}
     for r in range(s.tflite_rounds):
         for key in order[r % len(order) :] + order[: r % len(order)]:
             if key in keras_calls:
-                rounds[key].append(keras_round(keras_calls[key]))
-                continue
-            result = export.tflite_latency(
-                contents[key], runs=s.tflite_runs, warmup=3, num_threads=threads
-            )
-            out["runtime"] = result["runtime"]
-            rounds[key].append(float(result["median_ms"]))
+                rounds[key].append(keras_round(keras_calls[key], runs[key]))
+            else:
+                rounds[key].append(tflite_round(contents[key], runs[key], num_threads=threads))
     out["keras_latency_ms"] = timing.summary(rounds["keras"])
     out["keras_tf_function_latency_ms"] = timing.summary(rounds["keras_tf_function"])
     for variant, record in variants.items():
@@ -776,6 +788,50 @@ def _tflite_model(name: str, ctx: Context, threads: int) -> dict[str, Any]:
             f"{_fmt_ratio(record['speedup_vs_keras_tf_function'])} (tf.function)"
         )
     out["variants"] = variants
+    out["kernels_1_thread"] = _tflite_kernels(contents, s, tflite_round, runs_for)
+    return out
+
+
+def _tflite_kernels(
+    contents: dict[str, bytes],
+    s: Settings,
+    tflite_round: Callable[..., float],
+    runs_for: Callable[[float], int],
+) -> dict[str, Any]:
+    """fp32 against int8 on one thread, with XNNPACK (LiteRT's default) and without it.
+
+    Evidence for why int8 is or is not faster than fp32 on this CPU: which of
+    the two kernel libraries gains from int8, measured rather than assumed.
+    """
+    configs = [
+        (kernels, variant) for kernels in ("xnnpack", "builtin") for variant in ("fp32", "int8")
+    ]
+    kwargs = {"xnnpack": {"xnnpack": True}, "builtin": {"xnnpack": False}}
+    runs = {
+        c: runs_for(tflite_round(contents[c[1]], 2, num_threads=1, **kwargs[c[0]])) for c in configs
+    }
+    rounds: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
+    for r in range(max(2, s.tflite_rounds // 2)):
+        for c in configs[r % len(configs) :] + configs[: r % len(configs)]:
+            rounds[c].append(tflite_round(contents[c[1]], runs[c], num_threads=1, **kwargs[c[0]]))
+    out: dict[str, Any] = {
+        "what": (
+            "num_threads=1; xnnpack: LiteRT's default (XNNPACK delegate); builtin: "
+            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (LiteRT's own kernels)"
+        )
+    }
+    for kernels in ("xnnpack", "builtin"):
+        fp32, int8 = rounds[(kernels, "fp32")], rounds[(kernels, "int8")]
+        out[kernels] = {
+            "fp32_ms": timing.summary(fp32),
+            "int8_ms": timing.summary(int8),
+            "int8_speedup_vs_fp32": timing.speed_ratio(int8, fp32),
+        }
+        ratio = _fmt_ratio(out[kernels]["int8_speedup_vs_fp32"])
+        log(
+            f"tflite 1 thread {kernels}: fp32 {np.median(fp32):.2f} ms, int8 "
+            f"{np.median(int8):.2f} ms, int8 vs fp32 {ratio}"
+        )
     return out
 
 

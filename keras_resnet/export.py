@@ -368,12 +368,16 @@ def convert_tflite(model: keras.Model, variant: str, representative_data: Any = 
         return _convert(saved, variant, representative)
 
 
-def _interpreter(model: bytes | str | os.PathLike, num_threads: int | None):
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(model: bytes | str | os.PathLike, num_threads: int | None, xnnpack: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    kwargs: dict[str, Any] = {"num_threads": num_threads}
+    if not xnnpack:
+        # LiteRT's own builtin kernels, without the XNNPACK delegate it applies by default.
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if isinstance(model, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(model), num_threads=num_threads)
-    return Interpreter(model_path=str(model), num_threads=num_threads)
+        return Interpreter(model_content=bytes(model), **kwargs)
+    return Interpreter(model_path=str(model), **kwargs)
 
 
 def run_tflite(
@@ -445,17 +449,19 @@ def tflite_latency(
     runs: int = 50,
     warmup: int = 5,
     num_threads: int | None = None,
+    xnnpack: bool = True,
 ) -> dict[str, Any]:
     """Batch-1 latency of a `.tflite` model in the LiteRT interpreter (median of `runs`).
 
     `num_threads=None` uses every core (`os.cpu_count()`), as a phone app
-    would configure; the number used is returned.
+    would configure; the number used is returned. `xnnpack=False` runs
+    LiteRT's builtin kernels without its default XNNPACK delegate.
 
     Example:
         >>> tflite_latency("tflite/model_int8.tflite")["median_ms"]
     """
     threads = num_threads or os.cpu_count() or 1
-    interpreter = _interpreter(model, threads)
+    interpreter = _interpreter(model, threads, xnnpack)
     inp = interpreter.get_input_details()[0]
     shape = [1, *[int(d) for d in inp["shape"][1:]]]
     interpreter.resize_tensor_input(inp["index"], shape)
@@ -468,6 +474,7 @@ def tflite_latency(
         **result,
         "num_threads": threads,
         "runtime": f"ai_edge_litert {_version('ai-edge-litert')}",
+        "kernels": "XNNPACK delegate" if xnnpack else "builtin kernels, no default delegate",
     }
 
 

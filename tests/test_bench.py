@@ -124,6 +124,11 @@ def test_quick_benchmark_writes_every_section_and_the_report_reads_it(tmp_path):
         assert _positive(variant["speedup_vs_keras"]["ratio"])
         assert _positive(variant["speedup_vs_keras_tf_function"]["ratio"])
         assert variant["top1_agreement_with_keras"] >= 0.5
+    for kernels in ("xnnpack", "builtin"):
+        k = tflite["kernels_1_thread"][kernels]
+        assert _positive(k["fp32_ms"]["median"]) and _positive(k["int8_ms"]["median"])
+        assert _positive(k["int8_speedup_vs_fp32"]["ratio"])
+    assert all(runs >= bench.QUICK.tflite_runs for runs in tflite["runs_per_round"].values())
     assert "GPU" in s["gpu"]["skipped"] or s["gpu"]["configs"]
     assert results["ratios"] and all(_positive(r["ratio"]) for r in results["ratios"])
     assert results["targets"]
@@ -147,6 +152,7 @@ def test_quick_benchmark_writes_every_section_and_the_report_reads_it(tmp_path):
     summary, detail = (r.read_text() for r in readmes)
     assert "quick run" in summary and "forward ResNet50 batch 32 (predict_on_batch)" in summary
     assert "| ResNet20 | int8 |" in detail and "GFLOP/s" in detail
+    assert "| ResNet20 | builtin |" in detail
     check = subprocess.run(
         [*command, *map(str, readmes), "--check"], cwd=REPO, capture_output=True, timeout=120
     )
@@ -171,3 +177,108 @@ def test_gpu_section_code_runs_on_cpu(tmp_path):
     for config in out["configs"].values():
         assert _positive(config["images_per_second"])
     assert report.ratios({"sections": {"gpu": out}})
+
+
+def _fake_results(*, forward_ci, int8_ratio, import_delta, import_ci):
+    """A hand-made results file: one forward comparison, one int8 ratio, the import delta."""
+    return {
+        "sections": {
+            "forward": {
+                "models": {
+                    "ResNet50": {
+                        "batch_1": {
+                            "predict_on_batch": {
+                                "speed_ratio": {"ratio": 0.98, "ci95": forward_ci},
+                                "ours_images_per_second": 15.0,
+                                "reference_images_per_second": 15.3,
+                            }
+                        }
+                    }
+                }
+            },
+            "tflite": {
+                "models": {
+                    "ResNet50": {
+                        "keras_latency_ms": {"median": 60.0},
+                        "variants": {
+                            "fp32": {
+                                "latency_ms": {"median": 40.0},
+                                "speedup_vs_keras": {"ratio": 1.5, "ci95": None},
+                            },
+                            "int8": {
+                                "latency_ms": {"median": 40.0 / int8_ratio},
+                                "speedup_vs_fp32": {"ratio": int8_ratio, "ci95": None},
+                                "speedup_vs_keras": {"ratio": 1.5 * int8_ratio, "ci95": None},
+                            },
+                        },
+                    }
+                }
+            },
+            "import": {"extra_seconds": {"delta": import_delta, "ci95": import_ci}},
+        }
+    }
+
+
+def test_targets_met_within_noise_missed_with_shortfall_and_the_import_bound():
+    results = _fake_results(
+        forward_ci=[0.95, 1.01], int8_ratio=1.5, import_delta=0.1, import_ci=[0.05, 0.15]
+    )
+    by_name = {t["name"]: t for t in report.targets(results)}
+    forward = by_name["forward ResNet50 batch 1 (predict_on_batch)"]
+    assert forward["met"] and forward["shortfall"] is None  # 0.98, interval reaches 1.00
+    int8 = by_name["TFLite ResNet50 int8 vs fp32 TFLite"]
+    assert not int8["met"] and int8["shortfall"] == pytest.approx(0.5)  # 1.5x of 3x
+    assert report._status(int8) == "missed by 50%"
+    assert by_name["import keras_resnet - import keras (s)"]["met"]
+
+    results = _fake_results(
+        forward_ci=[0.96, 0.99], int8_ratio=3.2, import_delta=0.5, import_ci=[0.2, 0.8]
+    )
+    by_name = {t["name"]: t for t in report.targets(results)}
+    assert not by_name["forward ResNet50 batch 1 (predict_on_batch)"]["met"]
+    assert by_name["TFLite ResNet50 int8 vs fp32 TFLite"]["met"]
+    imp = by_name["import keras_resnet - import keras (s)"]
+    # An interval that reaches below 0.3 s does not excuse a 0.5 s median.
+    assert not imp["met"] and imp["shortfall"] == pytest.approx(0.2)
+    assert report._status(imp) == "missed by 0.20 s"
+
+
+def test_latest_results_takes_the_newest_complete_full_run(tmp_path):
+    def write(name, **data):
+        (tmp_path / name).write_text(json.dumps(data))
+
+    with pytest.raises(FileNotFoundError, match="make bench"):
+        report.latest_results(tmp_path)
+    write("a.json", kind="full", complete=True, date="2026-01-01T00:00:00")
+    write("b.json", kind="full", complete=True, date="2026-03-01T00:00:00")
+    write("c-quick.json", kind="quick", complete=True, date="2026-05-01T00:00:00")
+    write("d-partial.json", kind="partial", complete=True, date="2026-05-01T00:00:00")
+    write("e.json", kind="full", complete=False, date="2026-06-01T00:00:00")
+    (tmp_path / "f.json").write_text("{not json")
+    assert report.latest_results(tmp_path).name == "b.json"
+
+
+def test_results_file_is_named_after_host_date_and_kind(tmp_path):
+    import datetime
+
+    now = datetime.datetime(2026, 11, 23, 12, 45, 49)
+    assert bench._results_path(tmp_path, "vm", now, "full").name == "vm-2026-11-23-124549.json"
+    path = bench._results_path(tmp_path, "my host/1", now, "quick")
+    assert path.name == "my-host-1-2026-11-23-124549-quick.json"
+
+
+def test_load_note_blames_other_processes_only_above_the_cores():
+    assert "other processes" in report._load_note({"start": [3.5], "end": [1.0]}, 2)
+    assert "other processes" not in report._load_note({"start": [1.05], "end": [1.85]}, 2)
+
+
+def test_count_flops_is_two_flops_per_multiply_accumulate():
+    import keras
+
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(3, 3, padding="same")(inputs)  # 4*4 outputs x 3 x (3*3*2) MACs
+    x = keras.layers.Conv2D(6, 1, strides=2, groups=3)(x)  # 2*2 outputs x 6 x (1*1*1) MACs
+    x = keras.layers.GlobalAveragePooling2D()(x)  # no MACs counted
+    outputs = keras.layers.Dense(5)(x)  # 6*5 MACs
+    model = keras.Model(inputs, outputs)
+    assert bench.count_flops(model) == 2 * (4 * 4 * 3 * 18 + 2 * 2 * 6 * 1 + 6 * 5)

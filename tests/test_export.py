@@ -306,6 +306,9 @@ def test_public_tflite_helpers_on_a_fresh_resnet20():
     latency = export.tflite_latency(flatbuffer, runs=5, warmup=1, num_threads=1)
     assert latency["num_threads"] == 1 and latency["median_ms"] > 0
     assert latency["runtime"].startswith("ai_edge_litert")
+    assert latency["kernels"] == "XNNPACK delegate"
+    builtin = export.tflite_latency(flatbuffer, runs=5, warmup=1, num_threads=1, xnnpack=False)
+    assert builtin["kernels"].startswith("builtin") and builtin["median_ms"] > 0
     int8 = export.convert_tflite(model, "int8", representative_data=x)
     assert export.run_tflite(int8, x).shape == (4, 10)
     assert export.gpu_delegate_report(flatbuffer)["compatible"]
