@@ -59,6 +59,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import socket
 import time
@@ -1744,16 +1745,17 @@ def _train_command(
     augment: bool,
 ) -> str:
     """The `keras-resnet train` command that retrains the best candidate from scratch."""
+    name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else splits.name
     parts = [
-        f"keras-resnet train --spec {run_dir / BEST_SPEC}",
-        f"--dataset {dataset if isinstance(dataset, (str, os.PathLike)) else splits.name}",
+        f"keras-resnet train --spec {shlex.quote(str(run_dir / BEST_SPEC))}",
+        f"--dataset {shlex.quote(name)}",
         f"--image-size {splits.image_shape[0]} --channels {splits.image_shape[-1]}",
         f"--optimizer {best['optimizer']} --lr {best['learning_rate']:.3g}",
         f"--weight-decay {best['weight_decay']:.3g} --batch-size {best['batch_size']}",
         f"--epochs {epochs} --seed {seed}",
     ]
     if data_dir:
-        parts.append(f"--data-dir {data_dir}")
+        parts.append(f"--data-dir {shlex.quote(os.fspath(data_dir))}")
     if not augment:
         parts.append("--no-augment")
     return " ".join([*parts, "--output runs/best"])
