@@ -676,8 +676,9 @@ def section_tflite(ctx: Context) -> dict[str, Any]:
         ),
         "what": (
             f"{s.tflite_rounds} rounds, the order of Keras and the variants rotating each "
-            f"round; a round's figure is the median of {s.tflite_runs} invocations "
-            "(export.tflite_latency); reported: the median over rounds"
+            f"round; a round's figure is the median of at least {s.tflite_runs} invocations, "
+            f"as many as last {s.min_sample_seconds} s (runs_per_round; "
+            "export.tflite_latency); reported: the median over rounds"
         ),
         "models": {},
     }
