@@ -919,9 +919,9 @@ def _results_path(out_dir: Path, host: str, now: datetime.datetime, kind: str) -
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+    from keras_resnet._checks import write_text_atomic
+
+    write_text_atomic(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
 
 
 def run(settings: Settings, sections: tuple[str, ...], out_dir: Path) -> tuple[Path, bool]:

@@ -44,7 +44,7 @@ def check_positive_number(name: str, value: Any, allow_none: bool = False) -> No
         raise ValueError(f"`{name}` must be a positive number. {received(name, value)}")
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Atomic: a reader (or a resumed run) never sees half a file.
 
     The temporary file has a unique name, so processes sharing a directory
@@ -53,11 +53,16 @@ def write_json(path: Path, data: Any) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, default=str))
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """`data` as indented JSON, written atomically (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))

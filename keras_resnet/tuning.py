@@ -55,6 +55,7 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -86,6 +87,7 @@ from keras_resnet._checks import is_int as _is_int
 from keras_resnet._checks import is_number as _is_number
 from keras_resnet._checks import received as _received
 from keras_resnet._checks import write_json as _write_json
+from keras_resnet._checks import write_text_atomic as _write_text_atomic
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
 from keras_resnet.spec import BLOCKS, STEMS, VERSIONS, ResNetSpec, StageSpec, resolve_spec
@@ -1616,13 +1618,12 @@ _CSV_FIELDS = (
 
 
 def _write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in _CSV_FIELDS})
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in _CSV_FIELDS})
+    _write_text_atomic(path, text.getvalue())
 
 
 def _ranked(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
