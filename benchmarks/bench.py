@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import datetime
 import gc
-import importlib.metadata
 import json
 import math
 import os
@@ -212,25 +211,9 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    import keras
-    import tensorflow as tf
+    from keras_resnet.export import software_versions
 
-    import keras_resnet
-
-    def dist(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_resnet": keras_resnet.__version__,
-        "numpy": np.__version__,
-        "ai_edge_litert": dist("ai-edge-litert"),
-    }
+    return software_versions()
 
 
 # --- models ----------------------------------------------------------------------------

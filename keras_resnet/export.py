@@ -58,6 +58,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet._checks import check_positive_int
 from keras_resnet.version import __version__
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
@@ -585,7 +586,8 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _versions(formats: Iterable[str]) -> dict[str, Any]:
+def software_versions(formats: Iterable[str] = ()) -> dict[str, Any]:
+    """The versions an artifact (or a benchmark) was made with; ONNX's when `formats` has it."""
     versions = {
         "keras_resnet": __version__,
         "tensorflow": tf.__version__,
@@ -716,15 +718,10 @@ def export_model(
             f"`preprocessing` must be one of {PREPROCESSING}. "
             f"Received: preprocessing={preprocessing!r}"
         )
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
+    check_positive_int("top_k", top_k)
     top_k = min(top_k, classes)
-    for arg, value in (
-        ("calibration_samples", calibration_samples),
-        ("verify_samples", verify_samples),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{arg}` must be a positive integer. Received: {arg}={value!r}")
+    check_positive_int("calibration_samples", calibration_samples)
+    check_positive_int("verify_samples", verify_samples)
     if not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(
             "`latency_runs` must be a non-negative integer. "
@@ -824,7 +821,7 @@ def export_model(
                     if representative is None
                     else int(len(representative)),
                 },
-                "versions": _versions(wanted),
+                "versions": software_versions(wanted),
             }
         )
         (tmp / LABELS).write_text("".join(f"{c}\n" for c in class_names))
@@ -1177,5 +1174,6 @@ __all__ = [
     "parse_formats",
     "print_manifest",
     "run_tflite",
+    "software_versions",
     "tflite_latency",
 ]
