@@ -418,7 +418,7 @@ def section_flops(ctx: Context) -> dict[str, Any]:
     samples: dict[str, list[float]] = {key: [] for key in runners}
     keys = list(runners)
     for rep in range(s.flops_reps):
-        for key in keys[rep % len(keys) :] + keys[: rep % len(keys)]:
+        for key in timing.rotated(keys, rep):
             samples[key].append(timing.time_calls(runners[key], calls[key]))
 
     matmuls = {}
@@ -751,7 +751,7 @@ def _tflite_model(name: str, ctx: Context, threads: int) -> dict[str, Any]:
     out["runs_per_round"] = runs
     rounds: dict[str, list[float]] = {key: [] for key in order}
     for r in range(s.tflite_rounds):
-        for key in order[r % len(order) :] + order[: r % len(order)]:
+        for key in timing.rotated(order, r):
             if key in keras_calls:
                 rounds[key].append(keras_round(keras_calls[key], runs[key]))
             else:
@@ -796,7 +796,7 @@ def _tflite_kernels(
     }
     rounds: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
     for r in range(max(2, s.tflite_rounds // 2)):
-        for c in configs[r % len(configs) :] + configs[: r % len(configs)]:
+        for c in timing.rotated(configs, r):
             rounds[c].append(tflite_round(contents[c[1]], runs[c], num_threads=1, **kwargs[c[0]]))
     out: dict[str, Any] = {
         "what": (
@@ -859,7 +859,7 @@ def section_gpu(ctx: Context, *, require_gpu: bool = True) -> dict[str, Any]:
     keys = list(runners)
     samples: dict[str, list[float]] = {key: [] for key in keys}
     for rep in range(s.gpu_reps):
-        for key in keys[rep % len(keys) :] + keys[: rep % len(keys)]:
+        for key in timing.rotated(keys, rep):
             samples[key].append(timing.time_calls(runners[key], 1))
     out: dict[str, Any] = {
         "devices": [g.name for g in gpus] or ["CPU (require_gpu=False)"],

@@ -40,6 +40,16 @@ def calls_for(fn: Callable[[], Any], min_seconds: float) -> int:
     return max(1, math.ceil(min_seconds / max(once, 1e-9)))
 
 
+def rotated(keys: Sequence[Any], round_index: int) -> list[Any]:
+    """`keys` started at a different one each round, so no side always runs first.
+
+    >>> rotated(["a", "b", "c"], 1)
+    ['b', 'c', 'a']
+    """
+    start = round_index % len(keys)
+    return [*keys[start:], *keys[:start]]
+
+
 def interleave(
     ours: Callable[[], Any],
     reference: Callable[[], Any],

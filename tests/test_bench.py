@@ -282,3 +282,10 @@ def test_count_flops_is_two_flops_per_multiply_accumulate():
     outputs = keras.layers.Dense(5)(x)  # 6*5 MACs
     model = keras.Model(inputs, outputs)
     assert bench.count_flops(model) == 2 * (4 * 4 * 3 * 18 + 2 * 2 * 6 * 1 + 6 * 5)
+
+
+def test_rotated_starts_each_round_at_the_next_key():
+    keys = ["a", "b", "c"]
+    assert [timing.rotated(keys, r) for r in range(4)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]
+    ]  # fmt: skip
