@@ -56,6 +56,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -167,6 +168,18 @@ def _int_range(name: str, value: Any) -> tuple[int | None, int | None] | None | 
     return int(pair[0]) if pair[0] is not None else None, (
         int(pair[1]) if pair[1] is not None else None
     )
+
+
+def _derive_range(name: str, value: Any, auto_low: int, auto_high: int) -> tuple[int, int]:
+    """A checked `_int_range` value (or AUTO) with its missing bounds derived."""
+    low, high = (None, None) if value == AUTO else value
+    low = auto_low if low is None else low
+    high = max(low, auto_high) if high is None else high
+    if low > high:
+        raise ValueError(
+            f"`{name}` must be a (min, max) pair with min <= max. {_received(name, value)}"
+        )
+    return low, high
 
 
 def _float_range(name: str, value: Any, allow_zero: bool) -> tuple[float, float]:
@@ -327,27 +340,10 @@ class SearchSpace:
                 auto_high < n + 1 and side / (stem_stride * _total_stride(base, auto_high + 1)) >= 2
             ):
                 auto_high += 1
-            low, high = (None, None) if num_stages == AUTO else num_stages
-            low = auto_low if low is None else low
-            high = max(low, auto_high) if high is None else high
-            if low > high:
-                raise ValueError(
-                    "`num_stages` must be a (min, max) pair with min <= max. "
-                    f"{_received('num_stages', self.num_stages)}"
-                )
-            num_stages = (low, high)
+            num_stages = _derive_range("num_stages", num_stages, auto_low, auto_high)
         blocks = self.blocks
         if blocks is not None:
-            deepest = max(s.blocks for s in base.stages)
-            low, high = (None, None) if blocks == AUTO else blocks
-            low = 1 if low is None else low
-            high = max(low, deepest) if high is None else high
-            if low > high:
-                raise ValueError(
-                    "`blocks` must be a (min, max) pair with min <= max. "
-                    f"{_received('blocks', self.blocks)}"
-                )
-            blocks = (low, high)
+            blocks = _derive_range("blocks", blocks, 1, max(s.blocks for s in base.stages))
         optimizers = self.optimizers or ("sgd",)
 
         def per_optimizer(value, auto, default):
@@ -672,7 +668,11 @@ class HyperResNet(kt.HyperModel):
 
     def count_params(self, hp: kt.HyperParameters) -> int:
         """Exact parameters of the candidate, without building it."""
-        return self.spec(hp).count_params(channels=self.input_shape[-1], classes=self.classes)
+        return self.spec_params(self.spec(hp))
+
+    def spec_params(self, spec: ResNetSpec) -> int:
+        """Exact parameters of `spec` for this input and these classes, without building it."""
+        return spec.count_params(channels=self.input_shape[-1], classes=self.classes)
 
     # budgets ----------------------------------------------------------------
 
@@ -715,37 +715,32 @@ class HyperResNet(kt.HyperModel):
 
     def latency_ms(self, spec: ResNetSpec, model: keras.Model | None = None) -> float:
         """Batch-1 latency of the candidate (measured once per spec, then cached)."""
-        key = LatencyCache.key(spec, self.input_shape, self.classes)
-        cached = self.latency_cache.get(key)
+        cached = self.cached_latency(spec)
         if cached is not None:
             return cached
         if model is None:
             model = build_resnet(spec, input_shape=self.input_shape, classes=self.classes)
         value = measure_latency(model)
-        self.latency_cache.put(key, value, spec)
+        self.latency_cache.put(LatencyCache.key(spec, self.input_shape, self.classes), value, spec)
         return value
 
     def corner_specs(self) -> list[ResNetSpec]:
         """The smallest candidate of every discrete choice (min blocks): budget pre-checks."""
         s = self.space
         low_blocks = s.blocks[0] if s.blocks else None
-        specs = []
-        for width in s.widths:
-            for n in range(s.num_stages[0], s.num_stages[1] + 1):
-                blocks = [low_blocks or _stage_template(self.base, i).blocks for i in range(n)]
-                for block in s.block_types:
-                    for version in s.versions:
-                        for stem in s.stems:
-                            specs.append(
-                                self.make_spec(
-                                    width=width,
-                                    blocks=blocks,
-                                    block=block,
-                                    version=version,
-                                    stem=stem,
-                                )
-                            )
-        return specs
+        stage_counts = range(s.num_stages[0], s.num_stages[1] + 1)
+        return [
+            self.make_spec(
+                width=width,
+                blocks=[low_blocks or _stage_template(self.base, i).blocks for i in range(n)],
+                block=block,
+                version=version,
+                stem=stem,
+            )
+            for width, n, block, version, stem in itertools.product(
+                s.widths, stage_counts, s.block_types, s.versions, s.stems
+            )
+        ]
 
     # build and fit ------------------------------------------------------------
 
@@ -796,7 +791,7 @@ class HyperResNet(kt.HyperModel):
             `latency_ms`, `epochs` (total trained) and `rejected` (0 or 1).
         """
         spec = self.spec(hp)
-        params = spec.count_params(channels=self.input_shape[-1], classes=self.classes)
+        params = self.spec_params(spec)
         reason = self.budget_violation(params, None)
         latency = None if reason else self.latency_ms(spec, model)
         if reason or self.budget_violation(params, latency):
@@ -1050,7 +1045,7 @@ class _BudgetedTuner:
         hm: HyperResNet = self.hypermodel
         hp = trial.hyperparameters
         spec = hm.spec(hp.copy())
-        params = spec.count_params(channels=hm.input_shape[-1], classes=hm.classes)
+        params = hm.spec_params(spec)
         latency = hm.cached_latency(spec)
         if latency is None:
             latency = self._parent_latency_if_rejected(hp)
@@ -1287,11 +1282,7 @@ _ALL_PROBES = 8  # up to this many candidates, the latency pre-check times them 
 def _check_budgets_reachable(hm: HyperResNet) -> None:
     """Budgets no candidate can meet, alone or together, are an error before any training."""
     corners = hm.corner_specs()
-    channels = hm.input_shape[-1]
-
-    def params(spec: ResNetSpec) -> int:
-        return spec.count_params(channels=channels, classes=hm.classes)
-
+    params = hm.spec_params
     smallest = min(corners, key=params)
     least = params(smallest)
     if hm.max_params is not None and least > hm.max_params:
