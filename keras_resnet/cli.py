@@ -148,24 +148,22 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from keras_resnet.tuning import SearchSpace, search
 
     base = _spec_from_args(args) if args.spec or args.model else None
-    space = SearchSpace(
-        widths=args.width_choices if args.width_choices is not None else SearchSpace.widths,
-        num_stages=args.stages if args.stages is not None else SearchSpace.num_stages,
-        blocks=SearchSpace.blocks
+    given = {
+        "widths": args.width_choices,
+        "num_stages": args.stages,
+        "blocks": None
         if args.min_blocks is None and args.max_blocks is None
         else (args.min_blocks, args.max_blocks),
-        block_types=args.block_types or SearchSpace.block_types,
-        versions=args.versions or SearchSpace.versions,
-        stems=args.stems or SearchSpace.stems,
-        optimizers=args.optimizers or SearchSpace.optimizers,
-        batch_sizes=args.batch_sizes or SearchSpace.batch_sizes,
-        learning_rate=args.lr_range if args.lr_range is not None else SearchSpace.learning_rate,
-        weight_decay=(
-            args.weight_decay_range
-            if args.weight_decay_range is not None
-            else SearchSpace.weight_decay
-        ),
-    )
+        "block_types": args.block_types,
+        "versions": args.versions,
+        "stems": args.stems,
+        "optimizers": args.optimizers,
+        "batch_sizes": args.batch_sizes,
+        "learning_rate": args.lr_range,
+        "weight_decay": args.weight_decay_range,
+    }
+    # A flag left out keeps SearchSpace's default (its None would switch the part off).
+    space = SearchSpace(**{k: v for k, v in given.items() if v is not None})
     try:
         search(
             args.dataset,
