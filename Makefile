@@ -29,7 +29,7 @@ demo: install
 test: install lint
 	$(PY) -m pytest
 
-# Full benchmark (~20 min on 2 cores; run it on a quiet machine), then the README
+# Full benchmark (14-16 min on 2 cores here; run it on a quiet machine), then the README
 # tables and chart from its results file.
 bench: install
 	$(PY) -m benchmarks.bench
