@@ -902,7 +902,7 @@ def _results_path(out_dir: Path, host: str, now: datetime.datetime, kind: str) -
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
-    from keras_resnet._checks import write_text_atomic
+    from keras_resnet._io import write_text_atomic
 
     write_text_atomic(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
 

@@ -1,4 +1,4 @@
-"""Argument checks and atomic JSON writes shared by the package's modules.
+"""Argument checks shared by the package's modules (file writes live in `_io`).
 
 Error messages follow Keras' form: what the argument must be, then
 "Received: name=value".
@@ -6,13 +6,8 @@ Error messages follow Keras' form: what the argument must be, then
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import numbers
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 
@@ -42,27 +37,3 @@ def check_positive_number(name: str, value: Any, allow_none: bool = False) -> No
         return
     if not is_number(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive number. {received(name, value)}")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Atomic: a reader (or a resumed run) never sees half a file.
-
-    The temporary file has a unique name, so processes sharing a directory
-    (a tuner's chief and workers) never write or rename each other's.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """`data` as indented JSON, written atomically (`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(data, indent=2, default=str))

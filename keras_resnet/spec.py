@@ -26,8 +26,10 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 from typing import Any
 
+from keras_resnet._checks import is_int
 from keras_resnet._checks import received as _received
 
 BLOCKS = ("basic", "bottleneck")
@@ -37,11 +39,22 @@ SHORTCUTS = ("projection", "zero_pad")
 STRIDE_BLOCKS = ("first", "last")
 BOTTLENECK_STRIDES = ("1x1", "3x3")
 
+# Sizes past which a spec is a typo, not a network: they are refused before anything is
+# built (a million blocks would hang the builder; ResNet-1202, the deepest in the papers,
+# has 200 blocks a stage and 600 in all).
+MAX_STAGE_BLOCKS = 512
+MAX_TOTAL_BLOCKS = 1024
+MAX_STAGES = 16
+MAX_CHANNELS = 65536  # after width scaling and bottleneck expansion
+MAX_STRIDE = 16
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> None:
+
+def _check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
     # bool is an int subclass: `blocks=True` is a bug, not one block.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if maximum is not None:
+            kind += f" (at most {maximum:,})"
         raise ValueError(f"`{name}` must be {kind}. {_received(name, value)}")
 
 
@@ -95,9 +108,9 @@ class StageSpec:
     stride: int = 2
 
     def __post_init__(self) -> None:
-        _check_int("filters", self.filters)
-        _check_int("blocks", self.blocks)
-        _check_int("stride", self.stride)
+        _check_int("filters", self.filters, maximum=MAX_CHANNELS)
+        _check_int("blocks", self.blocks, maximum=MAX_STAGE_BLOCKS)
+        _check_int("stride", self.stride, maximum=MAX_STRIDE)
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -170,13 +183,23 @@ class ResNetSpec:
                 "`stages` must be a non-empty sequence of StageSpec. "
                 f"{_received('stages', self.stages)}"
             )
+        if len(stages) > MAX_STAGES:
+            raise ValueError(
+                f"`stages` must have at most {MAX_STAGES} stages. Received: {len(stages)} stages"
+            )
+        total = sum(s.blocks for s in stages)
+        if total > MAX_TOTAL_BLOCKS:
+            raise ValueError(
+                f"`stages` must have at most {MAX_TOTAL_BLOCKS:,} blocks in all. "
+                f"Received: {total:,} blocks ({[s.blocks for s in stages]})"
+            )
         object.__setattr__(self, "stages", stages)
         _check_choice("block", self.block, BLOCKS)
         _check_choice("version", self.version, VERSIONS)
         _check_float("width", self.width, 0.0, 16.0, low_inclusive=False)
         _check_int("width_divisor", self.width_divisor)
         _check_choice("stem", self.stem, STEMS)
-        _check_int("stem_filters", self.stem_filters)
+        _check_int("stem_filters", self.stem_filters, maximum=MAX_CHANNELS)
         _check_choice("shortcut", self.shortcut, SHORTCUTS)
         if not isinstance(self.use_bias, bool):
             raise ValueError(f"`use_bias` must be a bool. {_received('use_bias', self.use_bias)}")
@@ -184,13 +207,22 @@ class ResNetSpec:
         _check_float("bn_momentum", self.bn_momentum, 0.0, 1.0, low_inclusive=True)
         _check_choice("stride_block", self.stride_block, STRIDE_BLOCKS)
         _check_choice("bottleneck_stride", self.bottleneck_stride, BOTTLENECK_STRIDES)
-        _check_int("expansion", self.expansion)
+        _check_int("expansion", self.expansion, maximum=64)
+        self._check_channels()
         if self.shortcut == "zero_pad":
             self._check_channels_never_shrink()
         # Store plain floats so equality and JSON do not depend on the number type given.
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "bn_epsilon", float(self.bn_epsilon))
         object.__setattr__(self, "bn_momentum", float(self.bn_momentum))
+
+    def _check_channels(self) -> None:
+        widest = max(s.filters for s in self.scaled_stages()) * self.block_expansion
+        if max(widest, self.scaled_stem_filters) > MAX_CHANNELS:
+            raise ValueError(
+                f"`width` makes a layer {widest:,} channels wide, more than {MAX_CHANNELS:,}. "
+                f"{_received('width', self.width)}"
+            )
 
     def _check_channels_never_shrink(self) -> None:
         previous = self.scaled_stem_filters
@@ -283,6 +315,40 @@ class ResNetSpec:
             total += cin * classes + classes
         return total
 
+    def memory_bytes(
+        self,
+        input_shape: tuple[int, int, int],
+        batch_size: int = 1,
+        classes: int | None = 1000,
+        training: bool = False,
+    ) -> int:
+        """A rough upper estimate of the memory a forward (or training) pass needs.
+
+        Float32 parameters (four copies when training: weights, gradients and
+        two optimizer slots) plus activations: when training every block's
+        conv, BN and ReLU outputs are kept for the backward pass; at inference
+        only the two widest tensors live at once. It is meant to refuse absurd
+        sizes before anything is built, not to plan memory precisely.
+        """
+        h, w, channels = (int(v) for v in input_shape)
+        params = self.count_params(channels=channels, classes=classes)
+        stride = 2 if self.stem == "imagenet" else 1
+        h, w = -(-h // stride), -(-w // stride)
+        tensors = [h * w * channels, 3 * h * w * self.scaled_stem_filters]
+        if self.stem == "imagenet":
+            h, w = -(-h // 2), -(-w // 2)
+        for stage in self.scaled_stages():
+            out = stage.filters * self.block_expansion
+            convs = 2 if self.block == "basic" else 3
+            for j in range(stage.blocks):
+                if j == 0:
+                    h, w = -(-h // stage.stride), -(-w // stage.stride)
+                inner = 3 * h * w * stage.filters * (convs - 1)
+                tensors.append(inner + 6 * h * w * out)  # last conv, BN, shortcut, add, ReLU
+        per_image = sum(tensors) if training else 2 * max(tensors)
+        copies = 4 if training else 1
+        return 4 * (copies * params + batch_size * per_image)
+
     # Serialisation ----------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,6 +382,41 @@ class ResNetSpec:
     @classmethod
     def from_json(cls, text: str) -> ResNetSpec:
         return cls.from_dict(json.loads(text))
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(
+    spec: ResNetSpec,
+    input_shape: tuple[int, int, int],
+    *,
+    batch_size: int = 1,
+    classes: int | None = 1000,
+    training: bool = False,
+    arg: str = "input_shape",
+    value: Any = None,
+) -> None:
+    """Refuses, before anything is built or loaded, a model that cannot fit in memory.
+
+    `arg` and `value` name what the user gave (e.g. `image_size=100000`).
+    """
+    limit = physical_memory_bytes()
+    if limit is None:
+        return
+    need = spec.memory_bytes(input_shape, batch_size, classes, training)
+    if need > limit:
+        what = "training at batch size " + str(batch_size) if training else "one forward pass"
+        raise ValueError(
+            f"`{arg}` is too large: the model needs about {need / 2**30:,.1f} GiB for "
+            f"{what} (parameters and activations), more than this machine's "
+            f"{limit / 2**30:,.1f} GiB. {_received(arg, input_shape if value is None else value)}"
+        )
 
 
 def _stages(filters: tuple[int, ...], blocks: tuple[int, ...], strides: tuple[int, ...]):

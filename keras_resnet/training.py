@@ -39,7 +39,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_resnet._checks import write_json as _write_json
+from keras_resnet._io import write_json as _write_json
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
 from keras_resnet.spec import ResNetSpec, resolve_spec

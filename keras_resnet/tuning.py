@@ -87,8 +87,8 @@ from keras_resnet._checks import (
 from keras_resnet._checks import is_int as _is_int
 from keras_resnet._checks import is_number as _is_number
 from keras_resnet._checks import received as _received
-from keras_resnet._checks import write_json as _write_json
-from keras_resnet._checks import write_text_atomic as _write_text_atomic
+from keras_resnet._io import write_json as _write_json
+from keras_resnet._io import write_text_atomic as _write_text_atomic
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
 from keras_resnet.spec import BLOCKS, STEMS, VERSIONS, ResNetSpec, StageSpec, resolve_spec

@@ -1,0 +1,232 @@
+"""Files and directories the package writes: atomic writes, strict JSON, run-directory locks.
+
+Every file keras_resnet writes goes through here, so that a process killed at
+any moment leaves either the old file or the new one, never half of one:
+the data goes to a unique temporary file in the same directory, is flushed
+to disk (fsync) and renamed over the target (`os.replace`, atomic on POSIX).
+
+A run directory (train, tune) is locked while a process works in it: a second
+process on the same directory is refused at once with a message naming the
+holder. The lock is an `fcntl.flock` on a file in the directory, so the kernel
+releases it when its holder dies, however it dies; the pid in the file is
+then stale and the next process takes the lock over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import math
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+LOCK_FILE = ".keras_resnet.lock"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Makes a rename in `directory` durable (a crash right after keeps it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write `path` through; renamed over it when the block succeeds.
+
+    The temporary name keeps the suffix (Keras picks its format from
+    `.keras`/`.h5`, matplotlib from `.png`) and is unique, so processes sharing
+    a directory (a tuner's chief and workers) never rename each other's files.
+    On any failure the temporary file is removed and `path` is left as it was.
+
+    Example:
+
+    >>> with atomic_path("runs/demo/best.keras") as tmp:
+    ...     model.save(tmp)
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide the file from other users
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write(text)
+
+
+def strict(data: Any) -> Any:
+    """`data` with every non-finite float replaced by None, so it is strict JSON.
+
+    Python's json writes NaN and Infinity, which JSON does not have and other
+    readers (JavaScript, jq, Go) reject.
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict(v) for v in data]
+    return data
+
+
+def dumps_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON text: non-finite floats become null (`strict`), never NaN."""
+    return json.dumps(strict(data), indent=indent, default=str, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """`data` as indented strict JSON, written atomically."""
+    write_text_atomic(path, dumps_json(data))
+
+
+def read_json_object(path: str | os.PathLike, what: str, arg: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; anything else is one ValueError naming `arg`.
+
+    Args:
+        path: the file.
+        what: what the file should be, for the message (e.g. "a keras_resnet run.json").
+        arg: the argument the user gave (e.g. "output_dir").
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(
+            f"{path} is not {what} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})."
+            f" Received: {arg}={str(path.parent)!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path} is not {what} (it holds a JSON {type(data).__name__}, not an object). "
+            f"Received: {arg}={str(path.parent)!r}"
+        )
+    return data
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class DirectoryLockedError(ValueError):
+    """Another live process holds the run directory."""
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    parts = [f"pid {holder.get('pid', '?')}"]
+    if holder.get("host"):
+        parts.append(f"on {holder['host']}")
+    if holder.get("command"):
+        parts.append(f"({holder['command']})")
+    if holder.get("since"):
+        parts.append(f"since {holder['since']}")
+    return " ".join(parts)
+
+
+class DirectoryLock:
+    """An exclusive, non-blocking lock on a directory, held until `release` (or exit).
+
+    Example:
+
+    >>> with DirectoryLock("runs/demo", arg="output_dir"):
+    ...     train_into("runs/demo")
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, arg: str, name: str = LOCK_FILE):
+        self.directory = Path(directory)
+        self.path = self.directory / name
+        self.arg = arg
+        self._fd: int | None = None
+        self.stale: dict[str, Any] | None = None  # the dead holder whose lock was taken over
+
+    def acquire(self) -> DirectoryLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._read(fd)
+            os.close(fd)
+            raise DirectoryLockedError(
+                f"`{self.arg}` is in use by another process ({_describe(holder)}); wait for it "
+                f"or use another directory. Received: {self.arg}={str(self.directory)!r}"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        previous = self._read(fd)
+        if previous.get("pid"):
+            self.stale = previous
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200],
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _read(fd: int) -> dict[str, Any]:
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            if isinstance(data, dict):
+                return data
+        return {}
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Truncated before unlocking: a lock file with a pid in it is a holder that died.
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def check_writable_dir(path: str | os.PathLike, arg: str) -> Path:
+    """Creates `path` if needed; a file in the way, or no permission, is one ValueError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`{arg}` is a file, not a directory. Received: {arg}={str(path)!r}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"`{arg}` cannot be created ({e.strerror or e}). Received: {arg}={str(path)!r}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"`{arg}` is not writable. Received: {arg}={str(path)!r}")
+    return path
