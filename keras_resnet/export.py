@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import glob
 import importlib.metadata
 import importlib.util
 import io
@@ -59,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet._checks import check_positive_int
+from keras_resnet._io import _fsync_dir, write_json, write_text_atomic
 from keras_resnet.version import __version__
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
@@ -83,6 +85,8 @@ DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 MANIFEST, LABELS = "manifest.json", "labels.txt"
+# In every manifest: what `overwrite` checks before it replaces a directory.
+PRODUCER = "keras_resnet.export"
 _FILES = {
     "keras": "model.keras",
     "saved_model": "saved_model",
@@ -602,32 +606,6 @@ def software_versions(formats: Iterable[str] = ()) -> dict[str, Any]:
     return versions
 
 
-def _clean_stale(parent: Path, name: str) -> None:
-    """Removes temporary directories of exports to `name` whose process is gone."""
-    for stale in parent.glob(f".{name}.*-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
-        except PermissionError:
-            pass
-
-
-def _check_target(target: Path, overwrite: bool) -> None:
-    if target.exists() and not overwrite:
-        raise ValueError(
-            f"`output_dir` already exists; pass overwrite=True (CLI: --overwrite) to replace it. "
-            f"Received: output_dir='{target}'"
-        )
-    if target.exists() and not target.is_dir():
-        raise ValueError(
-            f"`output_dir` is a file, not a directory. Received: output_dir='{target}'"
-        )
-
-
 def _check_tolerances(tolerances: dict | None) -> dict[str, dict[str, float]]:
     merged = {k: dict(v) for k, v in DEFAULT_TOLERANCES.items()}
     for fmt, tol in (tolerances or {}).items():
@@ -691,7 +669,10 @@ def export_model(
             `"caffe"`/`"tf"`/`"torch"` (keras.applications' modes) or `"none"`.
         top_k: how many classes the uint8 signature returns.
         uint8_signature: add the `serving_uint8` signature to the SavedModel.
-        overwrite: replace an existing `output_dir`.
+        overwrite: replace an existing `output_dir` that is an earlier export
+            (its manifest.json is one this function wrote). Anything else (a
+            run, a folder holding exports, a file) is refused; an empty
+            directory is used without it.
         tolerances: per-format overrides of `DEFAULT_TOLERANCES`.
         min_int8_agreement: shortcut for the int8 top-1 agreement (default 0.99).
         latency_runs: batch-1 runs timed per TFLite variant (0: skip latency).
@@ -704,7 +685,9 @@ def export_model(
         The manifest (also written to `output_dir/manifest.json`).
 
     Raises:
-        ValueError: bad arguments, before anything is written.
+        ValueError: bad arguments or an `output_dir` it may not replace, before
+            anything is written; or a failed write (a full disk, no
+            permission), after which nothing is left.
         ExportVerificationError: an artifact outside its tolerance; nothing is written.
 
     Example:
@@ -774,14 +757,10 @@ def export_model(
             "Received: representative_data=None"
         )
 
-    target = Path(output_dir)
-    _check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(target.parent, target.name)
-    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    target = check_output_dir(output_dir, overwrite=overwrite)
+    tmp, created = _temp_dir(target, "partial"), []
     try:
+        _make_dirs(tmp, created)
         manifest = _export_into(
             model,
             tmp,
@@ -824,24 +803,77 @@ def export_model(
                 "versions": software_versions(wanted),
             }
         )
-        (tmp / LABELS).write_text("".join(f"{c}\n" for c in class_names))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _seal(tmp, manifest, class_names)
+        _replace_dir(tmp, target, overwrite, output_dir)
+    except BaseException as e:
+        _undo(created, tmp)
+        reason = _failed_write(e, tmp)
+        if reason is None:
+            raise
+        raise _write_error(reason, output_dir) from None
     if verbose:
-        print_manifest(manifest, target)
+        print_manifest(manifest, output_dir)
     return manifest
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Moves the finished export into place; an old one is removed only after that."""
+def _make_dirs(tmp: Path, created: list[Path]) -> None:
+    """Creates the missing parents of `tmp`, then `tmp`, each recorded in `created` (for _undo)."""
+    missing = [d for d in (tmp, *tmp.parents) if not os.path.lexists(d)]
+    for directory in reversed(missing):
+        directory.mkdir()
+        created.append(directory)
+    if tmp not in created:
+        tmp.mkdir()  # exists only if it is a complete export _clean_stale kept: not ours to clear
+        created.append(tmp)
+
+
+def _undo(created: list[Path], tmp: Path) -> None:
+    """Removes what a failed export created: its partial directory, then parents left empty."""
+    for directory in reversed(created):
+        if directory == tmp:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(directory))
+
+
+def _seal(tmp: Path, manifest: dict[str, Any], class_names: list[str]) -> None:
+    """Writes labels.txt, syncs every file, then writes manifest.json, last.
+
+    So a partial directory that has our manifest is complete, even after a power
+    cut: what _clean_stale relies on.
+    """
+    write_text_atomic(tmp / LABELS, "".join(f"{c}\n" for c in class_names))
+    _fsync_tree(tmp)
+    write_json(tmp / MANIFEST, manifest)
+
+
+def _replace_dir(tmp: Path, target: Path, overwrite: bool, output_dir: Any) -> None:
+    """Moves the finished export into place; the one it replaces is removed only after that."""
+    # Checked again: the export took a while and the target may have changed meanwhile.
+    _check_target(target, overwrite, output_dir)
     old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if os.path.lexists(target):
+        old = _temp_dir(target, "old")
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    _fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -943,7 +975,7 @@ def _export_into(
         outputs, io_info = _run_onnx(path, verify)
         record("onnx", path, io_info, outputs)
 
-    manifest: dict[str, Any] = {"format_version": 1, "artifacts": artifacts}
+    manifest: dict[str, Any] = {"producer": PRODUCER, "format_version": 1, "artifacts": artifacts}
     if latency_runs and any(f.startswith("tflite_") for f in wanted):
         manifest["keras_latency_batch1"] = keras_latency(model, runs=latency_runs)
     return manifest
@@ -1017,6 +1049,155 @@ def _run_onnx(path: Path, images: np.ndarray) -> tuple[np.ndarray, dict[str, Any
     return np.asarray(outputs, np.float32), io_info
 
 
+# --------------------------------------------------------------------------- output directory
+
+# Temporary directories next to the target: `.NAME.partial-PID` is the export being written,
+# `.NAME.old-PID` the export it replaces, for the moment between the two renames.
+_TEMP_KINDS = ("partial", "old")
+
+
+def _is_export(directory: Path) -> bool:
+    """Whether `directory` is an export of ours: its manifest.json is one export_model wrote."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(manifest, dict):
+        return False
+    if manifest.get("producer") == PRODUCER:
+        return True
+    # Manifests written before the `producer` field.
+    versions = manifest.get("versions")
+    return (
+        "format_version" in manifest and isinstance(versions, dict) and "keras_resnet" in versions
+    )
+
+
+def _temp_dir(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        # A leftover of this process, or of an earlier one with the same pid (a container's
+        # pids repeat from run to run): either way no export is writing it now.
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or no pid we could have written
+    return True
+
+
+def _dead_temp_dirs(target: Path) -> list[Path]:
+    """Temporary directories of exports to `target` (exactly our names) whose process is gone."""
+    # Escaped: a target named `a[1]` or `x*` must not match other exports' directories.
+    found = target.parent.glob(f".{glob.escape(target.name)}.*-*")
+    names = {f".{target.name}.{kind}-" for kind in _TEMP_KINDS}
+    dead = []
+    for path in found:
+        prefix, _, pid = path.name.rpartition("-")
+        ours = f"{prefix}-" in names and pid.isdigit() and not path.is_symlink() and path.is_dir()
+        if ours and not _alive(int(pid)):
+            dead.append(path)
+    return dead
+
+
+def _clean_stale(target: Path) -> None:
+    """Settles what killed exports to `target` left next to it; never loses a complete copy.
+
+    A replacement renames target -> `.NAME.old-PID`, then `.NAME.partial-PID` -> target,
+    then removes the old one. A partial gets its manifest.json last, after every file is
+    synced, so a temporary directory with our manifest is a complete export. A kill between
+    the two renames leaves no target and two complete copies: the newest one (its manifest
+    written last; the partial the killed process was installing) becomes the target again.
+    A dead process's directory is removed only when it is incomplete or a complete export
+    is at the target.
+    """
+    stale = _dead_temp_dirs(target)
+    complete = [d for d in stale if _is_export(d)]
+    if complete and not os.path.lexists(target):
+        newest = max(complete, key=lambda d: (d / MANIFEST).stat().st_mtime_ns)
+        os.replace(newest, target)
+        _fsync_dir(target.parent)
+        stale.remove(newest)
+    target_complete = _is_export(target)
+    for directory in stale:
+        if target_complete or directory not in complete:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_target(target: Path, overwrite: bool, output_dir: Any) -> None:
+    """Refuses a target that is not absent, an empty directory, or (with overwrite) our export."""
+    received = f"Received: output_dir={str(output_dir)!r}"
+    if target.is_symlink():
+        raise ValueError(f"`output_dir` must not be a symbolic link. {received}")
+    if not os.path.lexists(target):
+        return
+    if not target.is_dir():
+        raise ValueError(f"`output_dir` is a file, not a directory. {received}")
+    if not any(target.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(
+            "`output_dir` already exists; pass overwrite=True (CLI: --overwrite) to replace it. "
+            f"{received}"
+        )
+    if not _is_export(target):
+        raise ValueError(
+            "`output_dir` must be an earlier keras_resnet export to be overwritten (it has no "
+            f"manifest.json of ours): overwrite never replaces other folders. {received}"
+        )
+
+
+def _write_error(reason: Any, output_dir: Any) -> ValueError:
+    return ValueError(
+        f"cannot write `output_dir` ({reason}). Received: output_dir={str(output_dir)!r}"
+    )
+
+
+def _failed_write(error: BaseException, tmp: Path) -> str | None:
+    """Why writing failed (a full disk, no permission), or None if `error` is no failed write."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if isinstance(error, tf.errors.OpError) and str(tmp) in error.message:
+        # TensorFlow's file errors read "... <path>; No space left on device [Op:SaveV2]".
+        return error.message.rsplit("; ", 1)[-1].split(" [Op:")[0].strip()
+    return None
+
+
+def check_output_dir(output_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Refuses an `output_dir` that an export may not create or replace; its absolute path.
+
+    An export goes to a new or empty directory; `overwrite` replaces only an
+    earlier export (a directory whose manifest.json keras_resnet's export
+    wrote), never a run directory, a folder that holds exports, or a file.
+    Leftovers of killed exports to it are settled first (`_clean_stale`).
+    Nothing is created.
+
+    Example:
+        >>> check_output_dir("runs", overwrite=True)
+        Traceback (most recent call last):
+        ValueError: `output_dir` must be an earlier keras_resnet export to be overwritten ...
+    """
+    target = Path(os.path.abspath(output_dir))
+    received = f"Received: output_dir={str(output_dir)!r}"
+    if not target.name:
+        raise ValueError(f"`output_dir` must name a directory. {received}")
+    ancestor = next(p for p in target.parents if os.path.lexists(p))
+    if not ancestor.is_dir():
+        raise ValueError(f"`output_dir` cannot be created: {ancestor} is a file. {received}")
+    try:
+        if target.parent.is_dir():
+            _clean_stale(target)
+        _check_target(target, overwrite, output_dir)
+    except OSError as e:
+        raise _write_error(e.strerror or e, output_dir) from None
+    return target
+
+
 # --------------------------------------------------------------------------- from a run
 
 
@@ -1051,12 +1232,28 @@ def _resolve_source(source: str | os.PathLike) -> tuple[Path, dict | None]:
         path = found
     elif not path.exists():
         raise ValueError(f"`source` does not exist. Received: source='{path}'")
-    run = None
     run_json = run_dir / "run.json"
-    if run_json.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            run = json.loads(run_json.read_text())
-    return path, run
+    return path, _read_run_json(run_json, source) if os.path.lexists(run_json) else None
+
+
+def _read_run_json(run_json: Path, source: Any) -> dict[str, Any]:
+    """The run's run.json; one that keras_resnet's training did not write is an error."""
+    try:
+        run = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
+    else:
+        if isinstance(run, dict) and isinstance(run.get("fingerprint"), dict):
+            return run
+        reason = (
+            "no `fingerprint` object"
+            if isinstance(run, dict)
+            else f"a JSON {type(run).__name__}, not an object"
+        )
+    raise ValueError(
+        f"`source` has a run.json that is not a keras_resnet run's ({reason}): {run_json}. "
+        f"Received: source={str(source)!r}"
+    )
 
 
 def export_run(
@@ -1083,6 +1280,8 @@ def export_run(
 
     model_path, run = _resolve_source(source)
     wanted = parse_formats(formats)
+    # Before the model and the data are loaded, so a refused output_dir fails at once.
+    check_output_dir(output_dir, overwrite=kwargs.get("overwrite", False))
     fingerprint = (run or {}).get("fingerprint", {})
     dataset = dataset or fingerprint.get("dataset")
     model = load_model_file(model_path)
@@ -1164,6 +1363,7 @@ __all__ = [
     "PREPROCESSING",
     "TFLITE_VARIANTS",
     "ExportVerificationError",
+    "check_output_dir",
     "convert_tflite",
     "export_model",
     "export_run",

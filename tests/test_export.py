@@ -2,17 +2,20 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+import keras_resnet.training
 from keras_resnet import export
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
@@ -61,10 +64,14 @@ def test_images(run_dir):
     return images, labels
 
 
+def _not_json(name):
+    raise AssertionError(f"manifest.json holds {name}, which strict JSON does not have")
+
+
 def test_every_format_is_written_and_listed(exported):
     out, manifest = exported
-    on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk == manifest
+    on_disk = json.loads((out / "manifest.json").read_text(), parse_constant=_not_json)
+    assert on_disk == manifest and on_disk["producer"] == "keras_resnet.export"
     expected = set(export.DEFAULT_FORMATS) | ({"onnx"} if export.onnx_available() else set())
     assert set(manifest["artifacts"]) == expected
     for fmt, artifact in manifest["artifacts"].items():
@@ -358,6 +365,55 @@ def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
     assert (out / "tflite" / "model_int8.tflite").exists()
 
 
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file and folder under `root` (hidden ones too), with the files' bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _copy_run(run_dir: Path, to: Path, *, run_json: str | None = None, keras_bytes=None) -> Path:
+    """A run directory: best.keras (or `keras_bytes`) and run.json (or `run_json` text)."""
+    to.mkdir(parents=True)
+    best = (run_dir / "best.keras").read_bytes()
+    (to / "best.keras").write_bytes(best if keras_bytes is None else keras_bytes(best))
+    text = (run_dir / "run.json").read_text() if run_json is None else run_json
+    (to / "run.json").write_text(text)
+    return to
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def _garbage_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", "{not json")
+    return path
+
+
+def _first_100_bytes(data: bytes) -> bytes:
+    return data[:100]
+
+
+# Bad sources and outputs, each made (in tmp_path d, from the trained run) by the cases naming it.
+_BAD_INPUTS = {
+    "corrupt": lambda d, run: _write(d / "corrupt.keras", b"not a zip file"),
+    "garbage_zip": lambda d, run: _garbage_zip(d / "garbage.keras"),
+    "truncated": lambda d, run: _write(d / "t.keras", (run / "best.keras").read_bytes()[:100]),
+    "truncated_run": lambda d, run: _copy_run(run, d / "trun", keras_bytes=_first_100_bytes),
+    "empty_dir": lambda d, run: (d / "empty").mkdir() or d / "empty",
+    "not_a_run": lambda d, run: _write(d / "not_a_run" / "notes.txt", "no model").parent,
+    "run_json_empty": lambda d, run: _copy_run(run, d / "r1", run_json="{}"),
+    "run_json_list": lambda d, run: _copy_run(run, d / "r2", run_json="[1, 2]"),
+    "run_json_invalid": lambda d, run: _copy_run(run, d / "r3", run_json="{oops"),
+    "file": lambda d, run: _write(d / "file", "a file, not a folder"),
+}
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -365,8 +421,22 @@ def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
         (["{run}", "--formats", "tflite_int4"], "Received: formats='tflite_int4'"),
         (["{corrupt}"], "`source` must be a Keras 3 `.keras` file"),
         (["{garbage_zip}"], "`source` cannot be loaded"),
+        (["{truncated}"], "`source` must be a Keras 3 `.keras` file"),
+        (["{truncated_run}"], "`source` must be a Keras 3 `.keras` file"),
         (["{empty_dir}"], "without best.keras or last.keras"),
+        (["{not_a_run}"], "without best.keras or last.keras"),
+        (["{run_json_empty}"], "`source` has a run.json that is not a keras_resnet run's (no"),
+        (["{run_json_list}"], "run.json that is not a keras_resnet run's (a JSON list, not an"),
+        (["{run_json_invalid}"], "run.json that is not a keras_resnet run's (JSONDecodeError"),
         (["{run}", "--output", "{run}"], "`output_dir` already exists"),
+        (["{run}", "--output", "{file}"], "`output_dir` is a file, not a directory. Received"),
+        (["{run}", "--output", "{file}", "--overwrite"], "`output_dir` is a file, not a"),
+        (["{run}", "--output", "{file}/sub"], "`output_dir` cannot be created: "),
+        (
+            ["{run}", "--output", "/proc/x/y", "--formats", "keras"],
+            "cannot write `output_dir` (No such file or directory). "
+            "Received: output_dir='/proc/x/y'",
+        ),
         (["{run}", "--min-int8-agreement", "1.5"], "Received: min_int8_agreement=1.5"),
         (["{run}", "--preprocessing", "imagenet"], "Received: preprocessing='imagenet'"),
         (["{run}", "--top-k", "0"], "Received: top_k=0"),
@@ -374,25 +444,20 @@ def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
     ],
 )
 def test_cli_export_errors_exit_2_in_one_line(run_dir, tmp_path, capsys, argv, message):
-    corrupt = tmp_path / "corrupt.keras"
-    corrupt.write_bytes(b"not a zip file")
-    garbage_zip = tmp_path / "garbage.keras"
-    import zipfile
-
-    with zipfile.ZipFile(garbage_zip, "w") as z:
-        z.writestr("config.json", "{not json")
-    (tmp_path / "empty").mkdir()
-    paths = {"run": run_dir, "corrupt": corrupt, "garbage_zip": garbage_zip}
-    paths["empty_dir"] = tmp_path / "empty"
+    paths = {"run": run_dir}
+    for name, make in _BAD_INPUTS.items():
+        if any(f"{{{name}}}" in a for a in argv):
+            paths[name] = make(tmp_path, run_dir)
     argv = [a.format(**paths) for a in argv]
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = _snapshot(tmp_path)
     extra = [] if "--output" in argv else ["--output", str(tmp_path / "x")]
     code, _, err = run_cli(capsys, "export", *argv, *extra)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-resnet export: error: "), err
-    assert message in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == before, "files were written"
+    assert message in lines[0] and "Traceback" not in err
+    assert _snapshot(tmp_path) == before, "files were written"
+    assert not Path("/proc/x").exists()
 
 
 def test_api_errors_name_the_argument(run_dir):
@@ -415,3 +480,221 @@ def test_api_errors_name_the_argument(run_dir):
     with pytest.raises(ValueError, match="Received: variant='int4'"):
         export.convert_tflite(model, "int4")
     assert not Path("unused").exists()
+
+
+# --------------------------------------------------------------------------- overwrite safety
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _make_runs_folder(d: Path, run_dir: Path, exported: Path) -> Path:
+    _copy_run(run_dir, d / "runs" / "demo")
+    return d / "runs"
+
+
+def _make_folder_holding_an_export(d: Path, run_dir: Path, exported: Path) -> Path:
+    shutil.copytree(exported, d / "saved_models" / "digits")
+    return d / "saved_models"
+
+
+def _make_plain_folder(d: Path, run_dir: Path, exported: Path) -> Path:
+    _write(d / "notes" / "sub" / "b.txt", "b")
+    return _write(d / "notes" / "a.txt", "a").parent
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _make_runs_folder,
+        _make_folder_holding_an_export,
+        _make_plain_folder,
+        lambda d, run_dir, exported: _write(d / "file.txt", "not a folder"),
+    ],
+    ids=["runs-folder", "folder-holding-an-export", "plain-folder", "file"],
+)
+def test_overwrite_refuses_what_is_not_an_earlier_export(run_dir, exported, tmp_path, capsys, make):
+    target = make(tmp_path, run_dir, exported[0])
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "export", str(run_dir), "--output", str(target), "--overwrite")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"Received: output_dir='{target}'" in lines[0] and "`output_dir`" in lines[0]
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "manifest, replaceable",
+    [
+        ({"producer": "keras_resnet.export", "format_version": 1}, True),
+        # Written before the producer field.
+        ({"format_version": 1, "versions": {"keras_resnet": "0.1.0"}, "artifacts": {}}, True),
+        ({"format_version": 1, "artifacts": {}}, False),
+        ({"producer": "someone else", "versions": {"keras": "3"}}, False),
+        ([{"producer": "keras_resnet.export"}], False),
+        ("{not json", False),
+    ],
+)
+def test_overwrite_replaces_only_a_manifest_of_ours(tmp_path, manifest, replaceable):
+    target = tmp_path / "out"
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    _write(target / "manifest.json", text)
+    if replaceable:
+        assert export.check_output_dir(target, overwrite=True) == target
+    else:
+        with pytest.raises(ValueError, match=r"must be an earlier keras_resnet export"):
+            export.check_output_dir(target, overwrite=True)
+    with pytest.raises(ValueError, match="already exists"):
+        export.check_output_dir(target)
+
+
+def test_an_empty_directory_is_used_without_overwrite(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert export.check_output_dir(tmp_path / "empty") == tmp_path / "empty"
+
+
+def _export_copy(exported: Path, to: Path, marker: str, *, complete: bool = True) -> Path:
+    """A copy of a finished export whose manifest's `created` is `marker` (to tell copies apart)."""
+    shutil.copytree(exported, to)
+    manifest = json.loads((to / "manifest.json").read_text())
+    (to / "manifest.json").write_text(json.dumps({**manifest, "created": marker}))
+    if not complete:
+        (to / "manifest.json").unlink()
+    return to
+
+
+@pytest.mark.parametrize(
+    "state, kept",
+    [
+        # Killed between the renames: no target; the old and the new partial are complete.
+        ({"old": True, "partial": True}, "partial"),
+        ({"old": True, "partial": False}, "old"),
+        # Killed after both renames, before the old one was removed.
+        ({"target": True, "old": True}, "target"),
+        # Killed mid-export: the partial is incomplete.
+        ({"target": True, "partial": False}, "target"),
+    ],
+    ids=["between-renames", "between-renames-partial-incomplete", "after-renames", "mid-export"],
+)
+def test_a_killed_replacement_is_recovered_and_nothing_complete_lost(
+    exported, tmp_path, state, kept
+):
+    pid = _dead_pid()
+    names = {"target": "digits", "old": f".digits.old-{pid}", "partial": f".digits.partial-{pid}"}
+    for i, (kind, complete) in enumerate(state.items()):
+        copy = _export_copy(exported[0], tmp_path / names[kind], kind, complete=complete)
+        # The newest manifest is the one written last.
+        if complete:
+            os.utime(copy / "manifest.json", ns=(10**18 + i, 10**18 + i))
+    # A live process's export in progress (pytest's parent) is never touched.
+    live = _write(tmp_path / f".digits.partial-{os.getppid()}" / "model.keras", b"writing")
+    with pytest.raises(ValueError, match="already exists"):
+        export.check_output_dir(tmp_path / "digits")
+    manifest = json.loads((tmp_path / "digits" / "manifest.json").read_text())
+    assert manifest["created"] == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["digits", live.parent.name])
+
+
+def test_the_export_after_a_kill_between_renames_completes(exported, run_dir, tmp_path):
+    pid = _dead_pid()
+    _export_copy(exported[0], tmp_path / f".digits.old-{pid}", "old")
+    _export_copy(exported[0], tmp_path / f".digits.partial-{pid}", "partial")
+    manifest = export.export_run(
+        run_dir, tmp_path / "digits", formats="keras", overwrite=True, latency_runs=0
+    )
+    assert set(manifest["artifacts"]) == {"keras"}
+    assert json.loads((tmp_path / "digits" / "manifest.json").read_text()) == manifest
+    assert [p.name for p in tmp_path.iterdir()] == ["digits"]
+
+
+def test_a_foreign_folder_at_the_target_keeps_a_complete_old_copy(exported, tmp_path):
+    pid = _dead_pid()
+    old = _export_copy(exported[0], tmp_path / f".digits.old-{pid}", "old")
+    _write(tmp_path / "digits" / "notes.txt", "someone else's")
+    with pytest.raises(ValueError, match="must be an earlier keras_resnet export"):
+        export.check_output_dir(tmp_path / "digits", overwrite=True)
+    assert json.loads((old / "manifest.json").read_text())["created"] == "old"
+
+
+@pytest.mark.parametrize(
+    "name, others",
+    [
+        ("a[1]", [".a1.partial-{pid}", ".a[1].b.partial-{pid}", ".a[1]x.old-{pid}"]),
+        ("x*", [".xyz.partial-{pid}", ".x.partial-{pid}", ".x*y.old-{pid}", ".x*.done-{pid}"]),
+    ],
+)
+def test_stale_cleanup_matches_only_its_own_target(tmp_path, name, others):
+    pid = _dead_pid()
+    own = _write(tmp_path / f".{name}.partial-{pid}" / "model.keras", b"half").parent
+    others = [_write(tmp_path / o.format(pid=pid) / "f", b"keep").parent for o in others]
+    export.check_output_dir(tmp_path / name)
+    assert not own.exists()
+    assert all(o.exists() for o in others)
+
+
+def _fake_train(accuracy: float, calls: list):
+    def train(*args, **kwargs):
+        calls.append(kwargs["output_dir"])
+        return {"test_accuracy": accuracy, "wall_seconds": 1.0}
+
+    return train
+
+
+def test_a_demo_under_the_bar_keeps_the_earlier_export(
+    exported, run_dir, tmp_path, capsys, monkeypatch
+):
+    earlier = _export_copy(exported[0], tmp_path / "digits-resnet20", "earlier")
+    before = _snapshot(tmp_path)
+    calls = []
+    monkeypatch.setattr(keras_resnet.training, "train", _fake_train(0.97, calls))
+    code, out, _ = run_cli(capsys, "demo", "--output", str(run_dir), "--export", str(earlier))
+    assert code == 1 and calls == [str(run_dir)]
+    assert "MISSES the 0.98 bar" in out and f"export skipped, {earlier} left as it was" in out
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_demo_refuses_an_export_target_before_training(run_dir, tmp_path, capsys, monkeypatch):
+    folder = _write(tmp_path / "runs" / "mine" / "run.json", "{}").parent.parent
+    before = _snapshot(tmp_path)
+    calls = []
+    monkeypatch.setattr(keras_resnet.training, "train", _fake_train(0.99, calls))
+    code, _, err = run_cli(capsys, "demo", "--output", str(run_dir), "--export", str(folder))
+    assert code == 2 and calls == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "must be an earlier keras_resnet export" in lines[0], err
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "size, formats",
+    [("64k", "keras"), ("256k", "keras,saved_model")],
+    ids=["keras-file", "saved-model"],  # an OSError, then TensorFlow's own error type
+)
+def test_a_full_disk_is_one_line_and_leaves_nothing(run_dir, tmp_path, capsys, size, formats):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mount.stderr.strip()}")
+    try:
+        out = disk / "a" / "b"
+        code, _, err = run_cli(
+            capsys, "export", str(run_dir), "--output", str(out), "--formats", formats
+        )
+        assert code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].endswith(
+            f"cannot write `output_dir` (No space left on device). Received: output_dir='{out}'"
+        )
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
