@@ -22,8 +22,9 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Resumable: an interrupted demo continues where it stopped; a finished one reports its
+# result and exports again. Start over with `rm -r runs/demo`.
 demo: install
-	rm -rf runs/demo
 	$(VENV)/bin/keras-resnet demo --output runs/demo
 
 test: install lint

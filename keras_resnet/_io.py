@@ -40,13 +40,34 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """A new, unique, not yet existing path beside `path`, keeping its suffix.
+
+    The suffix matters: Keras picks its format from `.keras`/`.h5`, matplotlib
+    from `.png`. The name is unique, so processes sharing a directory (a
+    tuner's chief and workers) never rename each other's files.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Moves a finished temporary file over `path`: fsync, then an atomic rename."""
+    tmp, path = Path(tmp), Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path to write `path` through; renamed over it when the block succeeds.
 
-    The temporary name keeps the suffix (Keras picks its format from
-    `.keras`/`.h5`, matplotlib from `.png`) and is unique, so processes sharing
-    a directory (a tuner's chief and workers) never rename each other's files.
     On any failure the temporary file is removed and `path` is left as it was.
 
     Example:
@@ -54,21 +75,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     >>> with atomic_path("runs/demo/best.keras") as tmp:
     ...     model.save(tmp)
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp = temp_path_for(path)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp_path, path)
+        yield tmp
+        commit(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp_path.unlink()
+            tmp.unlink()
         raise
-    _fsync_dir(path.parent)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -21,7 +21,7 @@ from keras import layers
 from keras.src.applications import imagenet_utils
 
 from keras_resnet import blocks
-from keras_resnet.spec import ResNetSpec, resolve_spec, spec_name
+from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec, spec_name
 from keras_resnet.weights import imagenet_weights_path, require_published
 
 POOLINGS = (None, "avg", "max")
@@ -123,6 +123,14 @@ def _stages(x, spec: ResNetSpec, cfg: blocks.BlockConfig) -> list:
     return outputs
 
 
+def _check_memory(spec: ResNetSpec, input_shape, classes, data_format: str) -> None:
+    """An input so large that one image's forward pass cannot fit is refused before building."""
+    if any(side is None for side in input_shape):
+        return
+    shape = input_shape if data_format == "channels_last" else (*input_shape[1:], input_shape[0])
+    check_fits_in_memory(spec, shape, classes=classes, value=tuple(input_shape))
+
+
 def build_resnet(
     spec: ResNetSpec | str | dict,
     *,
@@ -193,6 +201,7 @@ def build_resnet(
         require_flatten=include_top,
         weights=weights,
     )
+    _check_memory(spec, input_shape, classes if include_top else None, data_format)
     img_input = layers.Input(shape=input_shape) if input_tensor is None else input_tensor
 
     cfg = blocks.BlockConfig.from_spec(spec, data_format)

@@ -37,8 +37,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from keras_resnet.builder import build_resnet
 
     spec = _spec_from_args(args)
-    kwargs = {"classes": args.classes or _default_classes(spec)}
-    if args.image_size:
+    kwargs = {"classes": _default_classes(spec) if args.classes is None else args.classes}
+    if args.image_size is not None:
         kwargs["input_shape"] = (args.image_size, args.image_size, args.channels)
     model = build_resnet(spec, **kwargs)
     if not args.quiet:
@@ -268,8 +268,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line: the error, then where the usage is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-resnet", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="keras-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="named specs with their parameter counts")
@@ -408,14 +415,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What each command is doing, for the line printed before an unexpected traceback.
+_DOING = {
+    "list": "listing the named specs",
+    "build": "building the model",
+    "train": "training",
+    "export": "exporting",
+    "tune": "searching",
+    "demo": "running the demo",
+}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command. Expected failures print one line and exit non-zero, no traceback:
+
+    - 2: a bad argument (a library ValueError, which names the argument and the value);
+    - 1: a failure of the work itself: a file that cannot be written (disk full,
+      permissions), a training run that diverged, a search that could not finish;
+    - 130: interrupted (Ctrl-C); rerunning the same command resumes.
+
+    Anything else is a bug: one line says what the command was doing, then the traceback.
+    """
+    from keras_resnet.training import TrainingDivergedError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    prefix = f"{parser.prog} {args.command}: error:"
     try:
         return args.func(args)
     except ValueError as e:
-        # Library errors already name the argument and the value received.
-        parser.exit(2, f"{parser.prog} {args.command}: error: {str(e).splitlines()[0]}\n")
+        parser.exit(2, f"{prefix} {_first_line(e)}\n")
+    except OSError as e:
+        target = e.filename2 or e.filename  # a rename names its destination second
+        where = f": {target}" if target else ""
+        reason = e.strerror or _first_line(e)
+        parser.exit(1, f"{prefix} {_DOING[args.command]} failed: {reason}{where}\n")
+    except TrainingDivergedError as e:
+        parser.exit(1, f"{prefix} {_first_line(e)}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{prefix} interrupted; rerun the same command to resume.\n")
+    except Exception:
+        print(
+            f"{parser.prog} {args.command}: internal error while {_DOING[args.command]} "
+            "(a bug; please report it with the traceback below):",
+            file=sys.stderr,
+        )
+        raise
 
 
 if __name__ == "__main__":

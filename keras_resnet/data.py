@@ -387,6 +387,24 @@ def _decodable_image_shapes(paths: list[str], channels: int) -> dict[str, tuple[
     return {path.decode(): tuple(shape) for path, shape in probes.as_numpy_iterator()}
 
 
+def _split_counts(n: int, validation_fraction: float, test_fraction: float) -> tuple[int, ...]:
+    """(train, validation, test) file counts of `n` files, as `_folder_source` cuts them."""
+    held_out = validation_fraction + test_fraction
+    held = int(held_out * n)  # Keras' own rounding in image_dataset_from_directory
+    validation = round(held * validation_fraction / (held_out or 1))
+    return n - held, validation, held - validation
+
+
+def _images_needed(validation_fraction: float, test_fraction: float) -> int:
+    """The fewest files that leave at least one for each split that is asked for."""
+    wanted = (1, int(validation_fraction > 0), int(test_fraction > 0))
+    for n in range(1, 100_000):
+        counts = _split_counts(n, validation_fraction, test_fraction)
+        if all(c >= w for c, w in zip(counts, wanted, strict=True)):
+            return n
+    return 100_000
+
+
 def _folder_source(
     folder: str,
     target_hw: tuple[int, int] | None,
@@ -403,10 +421,11 @@ def _folder_source(
         for entry in sorted(os.listdir(directory))
         if not entry.startswith(".") and os.path.isdir(os.path.join(directory, entry))
     ]
-    if not class_names:
+    if len(class_names) < 2:
+        found = f"only {class_names[0]!r}" if class_names else "none"
         raise ValueError(
-            "`dataset` folder has no class subfolders (expected one subfolder "
-            f"of images per class). Received: dataset={folder!r}"
+            "`dataset` folder needs at least two class subfolders (one subfolder of images "
+            f"per class); it has {found}. Received: dataset={folder!r}"
         )
     files = [
         os.path.join(root, name)
@@ -442,11 +461,13 @@ def _folder_source(
         target_hw = native_sizes.pop() if len(native_sizes) == 1 else DEFAULT_IMAGE_SIZE
 
     held_out = validation_fraction + test_fraction
-    if held_out and not int(held_out * len(files)):  # Keras' own rounding
+    needed = _images_needed(validation_fraction, test_fraction)
+    if len(files) < needed:
         raise ValueError(
-            f"`dataset` folder has too few images ({len(files)}) to hold out "
-            f"validation_fraction={validation_fraction} and "
-            f"test_fraction={test_fraction}. Received: dataset={folder!r}"
+            f"`dataset` folder has {len(files)} images; splitting off "
+            f"validation_fraction={validation_fraction} and test_fraction={test_fraction} "
+            f"with at least one image each (and one to train on) needs at least {needed}. "
+            f"Received: dataset={folder!r}"
         )
     options = dict(
         labels="inferred",

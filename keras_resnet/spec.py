@@ -401,10 +401,13 @@ def check_fits_in_memory(
     training: bool = False,
     arg: str = "input_shape",
     value: Any = None,
+    received_text: str | None = None,
 ) -> None:
     """Refuses, before anything is built or loaded, a model that cannot fit in memory.
 
-    `arg` and `value` name what the user gave (e.g. `image_size=100000`).
+    `arg` and `value` name what the user gave (e.g. `image_size=100000`);
+    `received_text` replaces the "Received: ..." part where several arguments
+    share the blame (image size and batch size).
     """
     limit = physical_memory_bytes()
     if limit is None:
@@ -415,7 +418,8 @@ def check_fits_in_memory(
         raise ValueError(
             f"`{arg}` is too large: the model needs about {need / 2**30:,.1f} GiB for "
             f"{what} (parameters and activations), more than this machine's "
-            f"{limit / 2**30:,.1f} GiB. {_received(arg, input_shape if value is None else value)}"
+            f"{limit / 2**30:,.1f} GiB. "
+            f"{received_text or _received(arg, input_shape if value is None else value)}"
         )
 
 

@@ -18,8 +18,17 @@ run_dir/
 Resume: the run state is kept by Keras' `BackupAndRestore` (with its double
 checkpoint), so a process killed at any moment, even with SIGKILL, loses at most
 the epoch in progress: rerunning the same call continues from the last
-finished epoch and `metrics.json` says where it resumed. Rerunning a finished
-run returns its metrics without training again.
+finished epoch and `metrics.json` says where it resumed. Once the last epoch
+is done, `run.json` says `"status": "trained"`; a run that stopped after that
+(while evaluating, plotting or writing metrics) is finished by the rerun
+without training again. Rerunning a finished run returns its metrics.
+
+Safety: every file is written atomically (`keras_resnet._io`), so a kill never
+leaves a truncated `best.keras`; one found anyway (damaged by something else)
+is discarded on resume and written again by the next epoch. The directory is
+locked while a process trains in it. A loss that turns NaN or infinite stops
+the run at once with `TrainingDivergedError`, keeping the checkpoints of the
+last good epoch.
 """
 
 from __future__ import annotations
@@ -33,16 +42,27 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_resnet._io import (
+    LOCK_FILE,
+    DirectoryLock,
+    atomic_path,
+    check_writable_dir,
+    commit,
+    read_json_object,
+    temp_path_for,
+)
 from keras_resnet._io import write_json as _write_json
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
-from keras_resnet.spec import ResNetSpec, resolve_spec
+from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.version import __version__
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -192,6 +212,111 @@ class _Throughput(keras.callbacks.Callback):
         return self.images / self.seconds if self.seconds else None
 
 
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the run keeps its last good epoch."""
+
+
+class _StopOnDivergence(keras.callbacks.Callback):
+    """Keras' TerminateOnNaN that also remembers where, so the checkpoints can skip the epoch.
+
+    An epoch also counts as diverged when it ends with a non-finite weight (BatchNorm's
+    moving variance overflows before the loss shows it).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch: int | None = None
+        self.reason = ""
+        self._current = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.epoch is None and not math.isfinite(float(loss)):
+            self.epoch, self.reason = self._current, f"the loss became {float(loss)}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epoch is None and not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            self.epoch, self.reason = epoch, "a weight became NaN or infinite"
+            self.model.stop_training = True
+
+
+class _AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that writes through a temporary file (a kill never truncates it)
+    and saves nothing from an epoch that diverged."""
+
+    def __init__(self, filepath: Path, divergence: _StopOnDivergence, **kwargs: Any):
+        super().__init__(str(filepath), **kwargs)
+        self._divergence = divergence
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._divergence.epoch is not None:
+            return
+        target = self.filepath
+        tmp = temp_path_for(target)
+        self.filepath = str(tmp)
+        try:
+            super().on_epoch_end(epoch, logs)
+            if tmp.exists():
+                commit(tmp, target)
+        finally:
+            self.filepath = target
+            tmp.unlink(missing_ok=True)
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that keeps the last good epoch when one diverges.
+
+    The backup is not deleted at the end of `fit`: `train` removes it only
+    after `run.json` records that training finished, so no kill in between can
+    make a rerun start over.
+    """
+
+    def __init__(self, backup_dir: Path, divergence: _StopOnDivergence):
+        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+        self._divergence = divergence
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._divergence.epoch is None:
+            super().on_epoch_end(epoch, logs)
+
+
+def _is_complete_keras_file(path: Path) -> bool:
+    """A `.keras` zip whose every member reads back with its CRC (a truncated one does not)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def _discard_corrupt_checkpoints(run_dir: Path, trained: bool) -> list[str]:
+    """Removes checkpoints of ours that are damaged, so none survives into a resume.
+
+    Before the last epoch the next epochs write them again. After it, a damaged
+    best.keras cannot be rebuilt without retraining: that is an error.
+    """
+    discarded = []
+    for name in (BEST, LAST):
+        path = run_dir / name
+        if not path.exists() or _is_complete_keras_file(path):
+            continue
+        if trained and name == BEST:
+            raise ValueError(
+                f"{path} is damaged (not a complete .keras archive) and the run's training "
+                "has finished, so it cannot be rebuilt without training again: train into "
+                f"a new directory. Received: output_dir={str(run_dir)!r}"
+            )
+        path.unlink()
+        discarded.append(name)
+    if discarded:
+        print(f"{run_dir}: discarded damaged {', '.join(discarded)}; the next epoch rewrites it.")
+    return discarded
+
+
 def _read_history(path: Path) -> list[dict[str, float]]:
     """history.csv rows, one per epoch (a repeated epoch after a resume keeps the last)."""
     if not path.exists():
@@ -221,7 +346,8 @@ def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def _repair_backup(backup_dir: Path) -> None:
@@ -323,30 +449,61 @@ def _steps_per_epoch(splits: DatasetSplits, batch_size: int) -> int:
 
 
 def _check_run_dir(run_dir: Path, record: dict) -> dict | None:
-    """Refuses a run directory made for another run; returns its metrics if finished."""
+    """Refuses a run directory made for another run (or not a run at all).
+
+    Returns the previous run.json, or None for a new run.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(
+            f"`output_dir` is a file, not a directory. Received: output_dir={str(run_dir)!r}"
+        )
     config_path = run_dir / RUN_CONFIG
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        if previous.get("fingerprint") != record["fingerprint"]:
-            changed = sorted(
-                k
-                for k in set(previous["fingerprint"]) | set(record["fingerprint"])
-                if previous["fingerprint"].get(k) != record["fingerprint"].get(k)
-            )
+    if not config_path.exists():
+        if run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
             raise ValueError(
-                f"`output_dir` {str(run_dir)!r} holds a run with another configuration "
-                f"(differs in: {', '.join(changed)}); use a new directory. "
+                f"`output_dir` exists and is not a keras_resnet run directory. "
                 f"Received: output_dir={str(run_dir)!r}"
             )
-        metrics_path = run_dir / METRICS
-        if metrics_path.exists() and not (run_dir / "backup").exists():
-            return json.loads(metrics_path.read_text())
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        return None
+    previous = read_json_object(config_path, "a keras_resnet run.json", "output_dir")
+    before = previous.get("fingerprint")
+    if not isinstance(before, dict):
         raise ValueError(
-            f"`output_dir` exists and is not a keras_resnet run directory. "
+            f"{config_path} is not a keras_resnet run.json (it has no fingerprint). "
             f"Received: output_dir={str(run_dir)!r}"
         )
+    now = record["fingerprint"]
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        raise ValueError(
+            f"`output_dir` {str(run_dir)!r} holds a run with another configuration "
+            f"(differs in: {', '.join(changed)}); use a new directory. "
+            f"Received: output_dir={str(run_dir)!r}"
+        )
+    return previous
+
+
+def _finished_metrics(run_dir: Path) -> dict | None:
+    """The metrics of a finished run (metrics.json written and no backup left), else None."""
+    metrics_path = run_dir / METRICS
+    if metrics_path.is_file() and not (run_dir / "backup").exists():
+        return read_json_object(metrics_path, "a keras_resnet metrics.json", "output_dir")
     return None
+
+
+def _check_memory(spec, image_size, channels, batch_size) -> None:
+    """Sizes whose model or activations cannot fit in memory are refused before loading data."""
+    if spec is None:
+        return
+    side = image_size or spec.default_input_size
+    check_fits_in_memory(
+        spec,
+        (side, side, channels or 3),
+        batch_size=batch_size,
+        classes=None,
+        training=True,
+        received_text=f"Received: image_size={side}, batch_size={batch_size}",
+    )
 
 
 def train(
@@ -439,6 +596,7 @@ def train(
     if isinstance(dataset, DatasetSplits):
         splits = dataset
     else:
+        _check_memory(spec, image_size, channels, batch_size)
         size = image_size
         if size is None:
             size = spec.default_input_size if spec else built_model.input_shape[1]
@@ -472,15 +630,33 @@ def train(
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
     }
-    finished = _check_run_dir(run_dir, record)
-    if finished is not None:
-        print(f"{run_dir} is a finished run; nothing to do.")
-        return finished
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / RUN_CONFIG, record)
+    _check_run_dir(run_dir, record)
+    check_writable_dir(run_dir, "output_dir")
+    with DirectoryLock(run_dir, arg="output_dir"):
+        # Checked again under the lock: another process may have started this run meanwhile.
+        previous = _check_run_dir(run_dir, record) or {}
+        finished = _finished_metrics(run_dir)
+        if finished is not None:
+            print(f"{run_dir} is a finished run; nothing to do.")
+            return finished
+        trained = previous.get("status") == "trained"
+        if trained:
+            record = previous
+            print(f"{run_dir}: training finished earlier; evaluating its best.keras.")
+        else:
+            _write_json(run_dir / RUN_CONFIG, {**record, "status": "training"})
+            record = _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose)
+        metrics = _evaluate(splits, config, run_dir, record, spec, start)
+    print_summary(metrics, run_dir)
+    return metrics
+
+
+def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose) -> dict:
+    """Trains (resuming from the backup), then records in run.json that training finished."""
     backup_dir = run_dir / "backup"
     _repair_backup(backup_dir)
     resumed_from = _resume_epoch(backup_dir)
+    discarded = _discard_corrupt_checkpoints(run_dir, trained=False)
 
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
@@ -499,27 +675,32 @@ def train(
 
     history_rows = _read_history(run_dir / HISTORY)
     best_so_far = min((r.get("val_loss", math.inf) for r in history_rows), default=None)
+    if BEST in discarded or not resumed_from:
+        best_so_far = None
     throughput = _Throughput(config.batch_size)
+    divergence = _StopOnDivergence()
     callbacks = [
+        divergence,  # first: the checkpoints below skip an epoch it flags
         keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / BEST),
+        _AtomicCheckpoint(
+            run_dir / BEST,
+            divergence,
             # val_loss, not val_accuracy: a small validation split reaches 100%
             # accuracy early, and the first such epoch would then stay "best".
             monitor="val_loss",
             mode="min",
             save_best_only=True,
-            initial_value_threshold=best_so_far if resumed_from else None,
+            initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.ModelCheckpoint(str(run_dir / LAST)),
+        _AtomicCheckpoint(run_dir / LAST, divergence),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         throughput,
         # Last, so the backup of an epoch is written after everything else of it.
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+        _Backup(backup_dir, divergence),
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(config.seed)
     net.fit(
         splits.train,
         validation_data=splits.validation,
@@ -528,29 +709,52 @@ def train(
         verbose=verbose,
         shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
     )
+    if divergence.epoch is not None:
+        raise TrainingDivergedError(
+            f"training diverged in epoch {divergence.epoch + 1} ({divergence.reason}); "
+            f"{run_dir} keeps the checkpoints of the last good epoch. Try a lower learning "
+            f"rate. Received: learning_rate={config.lr}, weight_decay={config.wd}"
+        )
+    record = {
+        **record,
+        "status": "trained",
+        "trained": {
+            "params": int(net.count_params()),
+            "model_name": net.name,
+            "resumed_from_epoch": resumed_from,
+            "train_images_per_second": throughput.images_per_second,
+        },
+    }
+    _write_json(run_dir / RUN_CONFIG, record)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # only now: the status says training is done
+    return record
 
+
+def _evaluate(splits, config, run_dir, record, spec, start) -> dict[str, Any]:
+    """Scores best.keras on the test split, plots the curves, writes metrics.json."""
+    _discard_corrupt_checkpoints(run_dir, trained=True)
     best = keras.saving.load_model(run_dir / BEST, safe_mode=True)
     test_loss, test_accuracy = best.evaluate(splits.test, verbose=0)
     history_rows = _read_history(run_dir / HISTORY)
     _plot_curves(history_rows, run_dir / CURVES)
+    trained = record["trained"]
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "best_val_accuracy": max(r.get("val_accuracy", math.nan) for r in history_rows),
-        "params": int(net.count_params()),
+        "params": trained["params"],
         "epochs_run": len(history_rows),
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": trained["resumed_from_epoch"],
         "wall_seconds": round(time.perf_counter() - start, 2),
-        "train_images_per_second": throughput.images_per_second,
+        "train_images_per_second": trained["train_images_per_second"],
         "spec": spec.to_dict() if spec else None,
-        "model_name": net.name,
+        "model_name": trained["model_name"],
         "dataset": splits.to_dict(),
         "split_sizes": dict(splits.sizes),
         "config": dataclasses.asdict(config),
         "files": {"best": BEST, "last": LAST, "history": HISTORY, "curves": CURVES},
     }
     _write_json(run_dir / METRICS, metrics)
-    print_summary(metrics, run_dir)
     return metrics
 
 
@@ -586,6 +790,7 @@ def print_summary(metrics: dict[str, Any], run_dir: Path | str) -> None:
 
 __all__ = [
     "TrainConfig",
+    "TrainingDivergedError",
     "default_strategy",
     "make_loss",
     "make_optimizer",

@@ -1,5 +1,7 @@
 """Test helpers shared by the test modules (import as `tests.helpers`)."""
 
+import time
+
 from keras_resnet import cli
 from keras_resnet.spec import ResNetSpec, StageSpec
 
@@ -24,3 +26,18 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
         code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def run_until(process, predicate, timeout: float, poll: float = 0.02) -> bool:
+    """Polls `predicate()` until it holds (True) or `process` exits or `timeout` s pass (False).
+
+    For the kill-and-resume tests: wait for a phase seen in the run's own files, then kill.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return bool(predicate())
+        time.sleep(poll)
+    return False

@@ -27,49 +27,96 @@ def test_build_prints_the_parameter_count(capsys):
     assert out.strip() == f"resnet: {half.count_params(classes=10):,} parameters"
 
 
-def _folder_without_images(tmp_path):
+def _image_folder(root, counts: dict[str, int]):
+    from PIL import Image
+
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 30 % 255, 0, 0)).save(root / name / f"{i}.png")
+    return str(root)
+
+
+def _hostile_files(tmp_path) -> dict[str, str]:
+    """What a hostile user points the CLI at; each placeholder below names one."""
+    (tmp_path / "a_file").write_text("not a directory")
+    for name, text in (("obj", "{}"), ("list", "[1, 2]"), ("trunc", '{"fingerprint": {')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(text)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.txt").write_text("mine")
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     (tmp_path / "empty" / "cats" / "notes.txt").write_text("no images here")
-    return str(tmp_path / "empty")
-
-
-@pytest.mark.parametrize(
-    "argv, names",
-    [
-        (["build", "resnet7"], "name='resnet7'"),
-        (["train", "--model", "resnet7", "--output", "{tmp}/r"], "name='resnet7'"),
-        (["train", "--dataset", "no_such_dataset", "--output", "{tmp}/r"], "no_such_dataset"),
-        (["train", "--dataset", "{tmp}/missing/", "--output", "{tmp}/r"], "missing"),
-        (["train", "--dataset", "{empty}", "--output", "{tmp}/r"], "empty"),
-        (["train", "--batch-size", "0", "--output", "{tmp}/r"], "batch_size=0"),
-        (["train", "--epochs", "0", "--output", "{tmp}/r"], "epochs=0"),
-        (["train", "--epochs", "-3", "--output", "{tmp}/r"], "epochs=-3"),
-        (["train", "--spec", "{tmp}/nope.json", "--output", "{tmp}/r"], "nope.json"),
-        (["train", "--spec", "{bad_json}", "--output", "{tmp}/r"], "bad.json"),
-        (["train", "--spec", "{bad_spec}", "--output", "{tmp}/r"], "blocks=0"),
-        (["train", "--width", "0", "--output", "{tmp}/r"], "width=0"),
-        (["train", "--optimizer", "rmsprop", "--output", "{tmp}/r"], "optimizer='rmsprop'"),
-        (["train", "--epochs", "x", "--output", "{tmp}/r"], "'x'"),
-    ],
-)
-def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, names):
     (tmp_path / "bad.json").write_text("{not json")
     spec = get_spec("resnet20").to_dict()
     spec["stages"][0]["blocks"] = 0
     (tmp_path / "bad_spec.json").write_text(json.dumps(spec))
-    subs = {
-        "{empty}": _folder_without_images(tmp_path),
-        "{bad_json}": str(tmp_path / "bad.json"),
-        "{bad_spec}": str(tmp_path / "bad_spec.json"),
+    spec["stages"] = [{"filters": 16, "blocks": 1_000_000, "stride": 1}]
+    (tmp_path / "deep.json").write_text(json.dumps(spec))
+    spec["stages"] = [{"filters": 16, "blocks": 500, "stride": 1}] * 3
+    (tmp_path / "deeper.json").write_text(json.dumps(spec))
+    return {
+        "{empty}": str(tmp_path / "empty"),
+        "{one_class}": _image_folder(tmp_path / "one_class", {"cats": 12}),
+        "{few}": _image_folder(tmp_path / "few", {"cats": 2, "dogs": 2}),
     }
-    argv = [subs.get(a, a) for a in argv]
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code, _, err = run_cli(capsys, *argv)
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert "Traceback" not in err
-    assert "error:" in lines[-1] and names in lines[-1], err
-    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+R = "--output={tmp}/r"  # a new run directory, which no refused command may create
+S8 = "--image-size=8"
+# One row a case: (argv, exit code, what the one stderr line must contain).
+CLI_ERRORS = [
+    (["build", "resnet7"], 2, "name='resnet7'"),
+    (["build", "resnet20", "--classes", "0"], 2, "classes=0"),
+    (["build", "resnet20", "--image-size", "0"], 2, "input_shape=(0, 0, 3)"),
+    (["build", "resnet50", "--image-size", "100000"], 2, "is too large"),
+    (["build", "resnet20", "--width", "1000"], 2, "width=1000.0"),
+    (["train", "--model", "resnet7", R], 2, "name='resnet7'"),
+    (["train", "--dataset", "no_such_dataset", R], 2, "no_such_dataset"),
+    (["train", "--dataset", "{tmp}/missing/", R], 2, "missing"),
+    (["train", "--dataset", "{empty}", R], 2, "at least two class subfolders"),
+    (["train", "--dataset", "{one_class}", R], 2, "it has only 'cats'"),
+    (["train", "--dataset", "{few}", R], 2, "has 4 images"),
+    (["train", "--batch-size", "0", R], 2, "batch_size=0"),
+    (["train", "--epochs", "0", R], 2, "epochs=0"),
+    (["train", "--epochs", "-3", R], 2, "epochs=-3"),
+    (["train", "--epochs", "x", R], 2, "'x'"),
+    (["train", "--spec", "{tmp}/nope.json", R], 2, "nope.json"),
+    (["train", "--spec", "{tmp}/bad.json", R], 2, "bad.json"),
+    (["train", "--spec", "{tmp}/bad_spec.json", R], 2, "blocks=0"),
+    (["train", "--spec", "{tmp}/deep.json", R], 2, "at most 512"),
+    (["train", "--spec", "{tmp}/deeper.json", R], 2, "at most 1,024 blocks"),
+    (["train", "--width", "0", R], 2, "width=0"),
+    (["train", "--optimizer", "rmsprop", R], 2, "optimizer='rmsprop'"),
+    (["train", "--image-size", "100000", R], 2, "image_size=100000, batch_size=64"),
+    (["train", "--batch-size", "100000000", R], 2, "batch_size=100000000"),
+    (["train", S8, "--output", "{tmp}/a_file"], 2, "is a file"),
+    (["train", S8, "--output", "/proc/keras_resnet/r"], 2, "cannot be created"),
+    (["train", S8, "--output", "{tmp}/obj"], 2, "has no fingerprint"),
+    (["train", S8, "--output", "{tmp}/list"], 2, "holds a JSON list"),
+    (["train", S8, "--output", "{tmp}/trunc"], 2, "is not a keras_resnet run.json"),
+    (["train", S8, "--output", "{tmp}/photos"], 2, "not a keras_resnet run directory"),
+]
+
+
+@pytest.mark.parametrize("argv, code, names", CLI_ERRORS)
+def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
+    capsys, tmp_path, argv, code, names
+):
+    subs = _hostile_files(tmp_path)
+    before = _tree(tmp_path)
+    argv = [subs.get(a, a).replace("{tmp}", str(tmp_path)) for a in argv]
+    exit_code, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exit_code == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"keras-resnet {argv[0]}: error:") and names in lines[0], err
+    assert _tree(tmp_path) == before
+    assert not (tmp_path / "r").exists()
 
 
 def test_existing_run_with_another_spec_is_refused(capsys, tmp_path):

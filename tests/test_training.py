@@ -1,6 +1,8 @@
 """Training on real data (the offline digits): run directory, resume after SIGKILL, labels."""
 
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ import pytest
 from keras_resnet.data import load_dataset
 from keras_resnet.spec import StageSpec
 from keras_resnet.training import TrainConfig, _plot_curves, _steps_per_epoch, train
-from tests.helpers import tiny_spec
+from tests.helpers import run_cli, run_until, tiny_spec
 
 # Small enough to train in seconds on 8x8 digits, big enough to learn them well.
 DIGITS_SPEC = tiny_spec(
@@ -149,37 +151,134 @@ def _history_rows(path):
     return max(0, len(path.read_text().strip().splitlines()) - 1)
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill(tmp_path):
-    """A real `keras-resnet train` process, killed with SIGKILL mid-run, then rerun."""
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(DIGITS_SPEC.to_dict()))
-    run = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "keras_resnet.cli", "train", "--spec", str(spec_file),
-        "--dataset", "digits", "--epochs", "6", "--image-size", "8", "--output", str(run),
-        "--warmup-epochs", "0",
+def _train_cmd(run, *extra):
+    return [
+        sys.executable, "-m", "keras_resnet.cli", "train", "--spec", str(run.parent / "spec.json"),
+        "--dataset", "digits", "--image-size", "8", "--output", str(run), "--warmup-epochs", "0",
+        *extra,
     ]  # fmt: skip
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while _history_rows(run / "history.csv") < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_with_a_lock_and_a_damaged_checkpoint(tmp_path, capsys):
+    """A real `keras-resnet train` process, killed with SIGKILL mid-run, then rerun.
+
+    While it trains, a second process on the same directory is refused at once; after the
+    kill its lock is stale and is taken over; a truncated best.keras does not survive.
+    """
+    (tmp_path / "spec.json").write_text(json.dumps(DIGITS_SPEC.to_dict()))
+    run = tmp_path / "run"
+    cmd = _train_cmd(run, "--epochs", "10")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    at_two = run_until(proc, lambda: _history_rows(run / "history.csv") >= 2, timeout=240)
+    assert at_two, proc.stderr.read().decode()[-2000:]
+
+    code, _, err = run_cli(capsys, *cmd[3:])  # a second process on the same directory
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is in use by another process" in err and f"pid {proc.pid}" in err, err
+
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = _history_rows(run / "history.csv")
-    assert 2 <= killed_at < 6
+    assert 2 <= killed_at < 10
     assert not (run / "metrics.json").exists()
+    assert json.loads((run / ".keras_resnet.lock").read_text())["pid"] == proc.pid  # stale
+    best = run / "best.keras"
+    best.write_bytes(best.read_bytes()[:100])  # damaged by something else than us
 
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
     # Lost at most the epoch in progress: resumed from the last finished one.
     assert metrics["resumed_from_epoch"] in (killed_at - 1, killed_at)
-    assert metrics["epochs_run"] == 6
+    assert metrics["epochs_run"] == 10
     assert metrics["test_accuracy"] >= 0.85
-    assert "resumed from" in done.stdout
+    assert "resumed from" in done.stdout and "discarded damaged best.keras" in done.stdout
+    assert keras.saving.load_model(best).count_params() == metrics["params"]
+
+
+def _status(run) -> str | None:
+    try:
+        return json.loads((run / "run.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_a_stop_after_the_last_epoch_is_finished_without_retraining(tmp_path):
+    """SIGKILL while evaluating, then a plot and a metrics.json that cannot be written:
+    each rerun picks up after training and never trains again."""
+    (tmp_path / "spec.json").write_text(json.dumps(DIGITS_SPEC.to_dict()))
+    run = tmp_path / "run"
+    cmd = _train_cmd(run, "--epochs", "2")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert run_until(proc, lambda: _status(run) == "trained", timeout=240, poll=0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists(), "the kill came too late to test anything"
+    trained = {name: (run / name).read_bytes() for name in ("best.keras", "history.csv")}
+
+    for blocker in ("curves.png", "metrics.json"):  # a directory where the file must go
+        (run / blocker).mkdir()
+        failed = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+        assert failed.returncode == 1, failed.stderr[-2000:]
+        assert "Traceback" not in failed.stderr
+        last = failed.stderr.strip().splitlines()[-1]
+        assert last == f"keras-resnet train: error: training failed: Is a directory: {run / blocker}"
+        (run / blocker).rmdir()
+
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "training finished earlier" in done.stdout and "Epoch" not in done.stdout
+    assert {name: (run / name).read_bytes() for name in trained} == trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["test_accuracy"] > 0.5
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_diverging_run_stops_at_once_and_keeps_its_last_good_epoch(tmp_path, capsys):
+    (tmp_path / "spec.json").write_text(json.dumps(DIGITS_SPEC.to_dict()))
+    run = tmp_path / "run"
+    # Decoupled weight decay of lr * wd = 2.97 a step flips the kernels and doubles them.
+    argv = _train_cmd(run, "--epochs", "8", "--lr", "9.9", "--weight-decay", "0.3")[3:]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "training diverged" in err, err
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    # Stopped in the first epoch whose loss or weights went non-finite; the ones before were fine.
+    assert 1 < len(rows) < 8 and f"diverged in epoch {len(rows)} " in err, err
+    assert all(math.isfinite(float(r["loss"])) for r in rows[:-1])
+    assert not (run / "metrics.json").exists()
+    for name in ("best.keras", "last.keras"):
+        weights = keras.saving.load_model(run / name).get_weights()
+        assert all(np.isfinite(w).all() for w in weights), name
+    assert _strict_json(run / "run.json")["status"] == "training"
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)])
+    if mounted.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (disk / "spec.json").write_text(json.dumps(DIGITS_SPEC.to_dict()))
+        code, _, err = run_cli(capsys, *_train_cmd(disk / "run", "--epochs", "1")[3:])
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+    assert code == 1, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "training failed: No space left on device" in err
 
 
 MIRRORED_SCRIPT = """
