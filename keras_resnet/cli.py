@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export",
         default="saved_models/digits-resnet20",
-        help="export the trained model here (every format, replaced); '' to skip",
+        help="export the trained model here (every format; replaces only an earlier export, "
+        "and only when the model meets the bar); '' to skip",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)

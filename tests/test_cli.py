@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from keras_resnet import cli
 from keras_resnet.spec import get_spec
 from tests.helpers import run_cli
 
@@ -138,3 +139,16 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("keras-resnet train: error:")
+
+
+def test_an_unexpected_error_says_what_the_command_was_doing_then_shows_the_traceback(
+    capsys, monkeypatch
+):
+    def broken(args):
+        return 1 / 0  # a bug, as the CLI sees one
+
+    monkeypatch.setattr(cli, "_cmd_list", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["list"])
+    err = capsys.readouterr().err
+    assert err.startswith("keras-resnet list: internal error while listing the named specs")

@@ -15,8 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-import keras_resnet.training
-from keras_resnet import export
+from keras_resnet import cli, export
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
 from keras_resnet.spec import StageSpec
@@ -636,34 +635,25 @@ def test_stale_cleanup_matches_only_its_own_target(tmp_path, name, others):
     assert all(o.exists() for o in others)
 
 
-def _fake_train(accuracy: float, calls: list):
-    def train(*args, **kwargs):
-        calls.append(kwargs["output_dir"])
-        return {"test_accuracy": accuracy, "wall_seconds": 1.0}
-
-    return train
-
-
-def test_a_demo_under_the_bar_keeps_the_earlier_export(
-    exported, run_dir, tmp_path, capsys, monkeypatch
-):
+def test_a_demo_under_the_bar_keeps_the_earlier_export(exported, tmp_path, capsys, monkeypatch):
+    """A real demo run cut to one epoch at 8 px, which misses the bar by far."""
     earlier = _export_copy(exported[0], tmp_path / "digits-resnet20", "earlier")
     before = _snapshot(tmp_path)
-    calls = []
-    monkeypatch.setattr(keras_resnet.training, "train", _fake_train(0.97, calls))
-    code, out, _ = run_cli(capsys, "demo", "--output", str(run_dir), "--export", str(earlier))
-    assert code == 1 and calls == [str(run_dir)]
+    monkeypatch.setattr(cli, "DEMO_EPOCHS", 1)
+    monkeypatch.setattr(cli, "DEMO_IMAGE_SIZE", 8)
+    run = tmp_path / "demo"
+    code, out, _ = run_cli(capsys, "demo", "--output", str(run), "--export", str(earlier))
+    assert code == 1 and (run / "metrics.json").is_file()
     assert "MISSES the 0.98 bar" in out and f"export skipped, {earlier} left as it was" in out
-    assert _snapshot(tmp_path) == before
+    assert {k: v for k, v in _snapshot(tmp_path).items() if k in before} == before
 
 
-def test_a_demo_refuses_an_export_target_before_training(run_dir, tmp_path, capsys, monkeypatch):
+def test_a_demo_refuses_an_export_target_before_training(tmp_path, capsys):
     folder = _write(tmp_path / "runs" / "mine" / "run.json", "{}").parent.parent
     before = _snapshot(tmp_path)
-    calls = []
-    monkeypatch.setattr(keras_resnet.training, "train", _fake_train(0.99, calls))
-    code, _, err = run_cli(capsys, "demo", "--output", str(run_dir), "--export", str(folder))
-    assert code == 2 and calls == []
+    run = tmp_path / "demo"
+    code, _, err = run_cli(capsys, "demo", "--output", str(run), "--export", str(folder))
+    assert code == 2 and not run.exists()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "must be an earlier keras_resnet export" in lines[0], err
     assert _snapshot(tmp_path) == before
