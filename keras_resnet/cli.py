@@ -193,6 +193,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             role=args.role,
             oracle_address=args.oracle,
             tuner_id=args.tuner_id,
+            allow_remote_oracle=args.allow_remote_oracle,
+            # Left out unless given: the library's default applies.
+            **({"oracle_timeout": args.oracle_timeout} if args.oracle_timeout is not None else {}),
             retrain_epochs=args.retrain_epochs,
             max_search_seconds=args.max_search_seconds,
             max_consecutive_failed_trials=args.max_failed_trials,
@@ -399,7 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start the search over")
     p.add_argument("--role", help="chief | worker (distributed search, see docs/tuning.md)")
     p.add_argument("--oracle", help="the chief's HOST:PORT")
-    p.add_argument("--tuner-id", help="a worker's unique, stable id")
+    p.add_argument(
+        "--tuner-id", help="a worker's unique, stable id: 1-64 of A-Z a-z 0-9 _ - (see docs)"
+    )
+    p.add_argument(
+        "--oracle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a worker exits when its chief does not answer this long (default 30)",
+    )
+    p.add_argument(
+        "--allow-remote-oracle",
+        action="store_true",
+        help="let the chief listen on a non-loopback address: its port accepts "
+        "unauthenticated connections, so use a trusted private network only",
+    )
     p.add_argument("--quiet", action="store_true", help="only the final table")
     p.set_defaults(func=_cmd_tune)
 

@@ -7,6 +7,7 @@ keras-tuner's Hyperband, random search or Bayesian optimisation with it on a
 
 ```
 run_dir/
+  .keras_resnet.lock  held while a search runs here (a worker: .keras_resnet-worker-<id>.lock)
   tune.json           what was asked (a rerun must match; resume needs it)
   keras_tuner/        keras-tuner's own project: oracle.json, trial_*/trial.json, checkpoints
   latency_cache.json  batch-1 latencies already measured (spec + input shape + runtime + host)
@@ -16,6 +17,8 @@ run_dir/
   best.keras          the best model: its trial checkpoint, or retrained (`retrain_epochs`)
   summary.json        best trial, its test-split accuracy, budgets, counts, timing
 ```
+
+Every output is written atomically (`keras_resnet._io`), JSON strictly (no NaN).
 
 The search space (`SearchSpace`): width multiplier, number of stages, blocks per
 stage (one integer hyperparameter per stage, `conv2_blocks`, `conv3_blocks`, ...),
@@ -46,7 +49,9 @@ running is run again.
 Distributed: keras-tuner's chief/worker mode (`KERASTUNER_TUNER_ID`,
 `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`), set by `role`,
 `oracle_address` and `tuner_id`. The chief runs the oracle over gRPC and writes
-the outputs; workers train. See docs/tuning.md.
+the outputs; workers train. The oracle has no authentication, so a chief
+listens on loopback only unless `allow_remote_oracle`; a worker gives up on its
+chief after `oracle_timeout` seconds. See docs/tuning.md.
 """
 
 from __future__ import annotations
@@ -56,11 +61,13 @@ import csv
 import dataclasses
 import hashlib
 import io
+import ipaddress
 import itertools
 import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import socket
@@ -87,11 +94,23 @@ from keras_resnet._checks import (
 from keras_resnet._checks import is_int as _is_int
 from keras_resnet._checks import is_number as _is_number
 from keras_resnet._checks import received as _received
+from keras_resnet._io import LOCK_FILE, DirectoryLock, atomic_path, check_writable_dir
 from keras_resnet._io import write_json as _write_json
 from keras_resnet._io import write_text_atomic as _write_text_atomic
 from keras_resnet.builder import build_resnet
 from keras_resnet.data import DatasetSplits, load_dataset
-from keras_resnet.spec import BLOCKS, STEMS, VERSIONS, ResNetSpec, StageSpec, resolve_spec
+from keras_resnet.spec import (
+    BLOCKS,
+    MAX_STAGE_BLOCKS,
+    MAX_STAGES,
+    MAX_TOTAL_BLOCKS,
+    STEMS,
+    VERSIONS,
+    ResNetSpec,
+    StageSpec,
+    check_fits_in_memory,
+    resolve_spec,
+)
 from keras_resnet.training import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_WEIGHT_DECAY,
@@ -133,6 +152,14 @@ BEST_SPEC, BEST_MODEL, LATENCY_CACHE = "best_spec.json", "best.keras", "latency_
 PROJECT, RETRAIN = "keras_tuner", "retrain"
 
 _TUNER_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+DEFAULT_ORACLE_TIMEOUT = 30.0
+"""Seconds a worker waits for its chief: to connect, and for each call (keras-tuner: 1 hour)."""
+TUNER_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# keras-tuner's project directory holds `oracle.json`, one `<tuner id>.json` per tuner
+# (`tuner0` when not distributed, `chief`) and `trial_<id>/`; any id containing "chief"
+# makes keras-tuner treat the process as the chief (keras_tuner.src.distribute.utils).
+RESERVED_TUNER_IDS = ("oracle", "tuner0")
 _METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
 
@@ -151,19 +178,26 @@ def _choices(name: str, value: Any, allowed: Sequence[str]) -> tuple[str, ...] |
     return tuple(dict.fromkeys(values))
 
 
-def _int_range(name: str, value: Any) -> tuple[int | None, int | None] | None | str:
-    """An int (fixed), a (min, max) pair (either may be None: derived), AUTO or None."""
+def _int_range(
+    name: str, value: Any, maximum: int, limit: str
+) -> tuple[int | None, int | None] | None | str:
+    """An int (fixed), a (min, max) pair (either may be None: derived), AUTO or None.
+
+    `maximum` is the spec's own limit (`keras_resnet.spec.<limit>`), so an
+    absurd range is refused before any candidate is built.
+    """
     if value is None or value == AUTO:
         return value
     pair = (value, value) if _is_int(value) else value
     ok = isinstance(pair, (list, tuple)) and len(pair) == 2
-    ok = ok and all(v is None or (_is_int(v) and v >= 1) for v in pair)
+    ok = ok and all(v is None or (_is_int(v) and 1 <= v <= maximum) for v in pair)
     if ok and None not in pair and pair[0] > pair[1]:
         ok = False
     if not ok:
         raise ValueError(
             f"`{name}` must be a positive integer or a (min, max) pair of positive integers "
-            f"with min <= max. {_received(name, value)}"
+            f"with min <= max, at most {maximum} (keras_resnet.spec.{limit}). "
+            f"{_received(name, value)}"
         )
     return int(pair[0]) if pair[0] is not None else None, (
         int(pair[1]) if pair[1] is not None else None
@@ -277,8 +311,8 @@ class SearchSpace:
                     f"{_received('widths', widths)}"
                 )
             set_("widths", tuple(sorted({float(w) for w in values})))
-        set_("num_stages", _int_range("num_stages", self.num_stages))
-        set_("blocks", _int_range("blocks", self.blocks))
+        set_("num_stages", _int_range("num_stages", self.num_stages, MAX_STAGES, "MAX_STAGES"))
+        set_("blocks", _int_range("blocks", self.blocks, MAX_STAGE_BLOCKS, "MAX_STAGE_BLOCKS"))
         set_("block_types", _choices("block_types", self.block_types, BLOCKS))
         set_("versions", _choices("versions", self.versions, VERSIONS))
         set_("stems", _choices("stems", self.stems, STEMS))
@@ -310,7 +344,8 @@ class SearchSpace:
 
         Raises:
             ValueError: a setting the input size rules out (the ImageNet stem
-                below 32 px).
+                below 32 px), or candidates deeper or wider than a `ResNetSpec`
+                may be (`keras_resnet.spec.MAX_TOTAL_BLOCKS`, ...).
         """
         side = min(image_shape[0], image_shape[1])
         stems = self.stems
@@ -344,6 +379,32 @@ class SearchSpace:
         blocks = self.blocks
         if blocks is not None:
             blocks = _derive_range("blocks", blocks, 1, max(s.blocks for s in base.stages))
+        deepest = [
+            blocks[1] if blocks else base.stages[min(i, n - 1)].blocks for i in range(num_stages[1])
+        ]
+        if sum(deepest) > MAX_TOTAL_BLOCKS:
+            raise ValueError(
+                f"The deepest candidate of the search space would have {sum(deepest):,} blocks "
+                f"({deepest}), more than {MAX_TOTAL_BLOCKS:,} "
+                "(keras_resnet.spec.MAX_TOTAL_BLOCKS); lower `blocks` or `num_stages`. "
+                f"Received: blocks={self.blocks!r}, num_stages={self.num_stages!r}"
+            )
+        widths = self.widths or (base.width,)
+        block_types = self.block_types or (base.block,)
+        try:  # the widest candidate: every spec limit (channels, strides) checked up front
+            _candidate(
+                base,
+                width=max(widths),
+                blocks=deepest,
+                block="bottleneck" if "bottleneck" in block_types else block_types[0],
+                version=base.version,
+                stem=stems[0],
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"The largest candidate of the search space (width {max(widths):g}, "
+                f"{len(deepest)} stages) is not a valid spec: {str(e).splitlines()[0]}"
+            ) from None
         optimizers = self.optimizers or ("sgd",)
 
         def per_optimizer(value, auto, default):
@@ -361,10 +422,10 @@ class SearchSpace:
 
         return dataclasses.replace(
             self,
-            widths=self.widths or (base.width,),
+            widths=widths,
             num_stages=num_stages,
             blocks=blocks,
-            block_types=self.block_types or (base.block,),
+            block_types=block_types,
             versions=self.versions or (base.version,),
             stems=tuple(stems),
             optimizers=optimizers,
@@ -388,6 +449,18 @@ def _stage_template(base: ResNetSpec, i: int) -> StageSpec:
         return base.stages[i]
     last = base.stages[-1]
     return StageSpec(last.filters * 2 ** (i - len(base.stages) + 1), last.blocks, 2)
+
+
+def _candidate(
+    base: ResNetSpec, *, width: float, blocks: Sequence[int], block: str, version: str, stem: str
+) -> ResNetSpec:
+    """The spec for explicit choices (`len(blocks)` stages) on top of the base spec."""
+    stages = tuple(
+        dataclasses.replace(_stage_template(base, i), blocks=int(b)) for i, b in enumerate(blocks)
+    )
+    return dataclasses.replace(
+        base, stages=stages, width=width, block=block, version=version, stem=stem
+    )
 
 
 def _total_stride(base: ResNetSpec, num_stages: int) -> int:
@@ -620,12 +693,8 @@ class HyperResNet(kt.HyperModel):
         self, *, width: float, blocks: Sequence[int], block: str, version: str, stem: str
     ) -> ResNetSpec:
         """The spec for explicit choices (`len(blocks)` stages) on top of the base spec."""
-        stages = tuple(
-            dataclasses.replace(_stage_template(self.base, i), blocks=int(b))
-            for i, b in enumerate(blocks)
-        )
-        return dataclasses.replace(
-            self.base, stages=stages, width=width, block=block, version=version, stem=stem
+        return _candidate(
+            self.base, width=width, blocks=blocks, block=block, version=version, stem=stem
         )
 
     def training_hyperparameters(self, hp: kt.HyperParameters) -> dict[str, Any]:
@@ -1012,15 +1081,77 @@ def _save_state(obj: Any, fname: str) -> None:
     tf.io.gfile.rename(tmp, fname, overwrite=True)
 
 
-class _PatientClient:
-    """A worker's oracle client that waits a second when the chief says IDLE.
+class OracleUnreachableError(kt.errors.FatalRuntimeError):
+    """A worker got no answer from its chief in time.
 
-    keras-tuner's worker loop asks again at once, which on a small machine
-    spins a core while Hyperband waits for a round to finish elsewhere.
+    A keras-tuner `FatalError`, so keras-tuner's search loop stops on it
+    instead of recording the trial as failed and asking the chief again.
     """
 
-    def __init__(self, client: Any):
+
+def _oracle_target() -> str:
+    """The chief's address as keras-tuner's client dials it (set by `_tuner_environment`)."""
+    return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+
+
+def _unreachable(target: str, timeout: float) -> OracleUnreachableError:
+    return OracleUnreachableError(
+        f"cannot reach the chief at {target} within {timeout:g} s: start the chief first "
+        "(same --output, --role chief) or wait longer with --oracle-timeout (oracle_timeout)."
+    )
+
+
+def _wait_for_chief(timeout: float) -> None:
+    """Waits until the chief's gRPC port answers, at most `timeout` seconds."""
+    import grpc
+
+    target = _oracle_target()
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise _unreachable(target, timeout) from None
+    finally:
+        channel.close()
+
+
+class _BoundedStub:
+    """keras-tuner's gRPC stub with `timeout` seconds per call instead of its hour."""
+
+    def __init__(self, stub: Any, timeout: float, target: str):
+        self._stub, self._timeout, self._target = stub, timeout, target
+
+    def __getattr__(self, name: str) -> Any:
+        import grpc
+
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            try:
+                return method(request, **{**kwargs, "timeout": self._timeout})
+            except grpc.RpcError as e:
+                if e.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise _unreachable(self._target, self._timeout) from None
+                raise
+
+        return call
+
+
+class _PatientClient:
+    """A worker's oracle client: waits a second when the chief says IDLE, and gives
+    every call to the chief `timeout` seconds.
+
+    keras-tuner's worker loop asks again at once, which on a small machine
+    spins a core while Hyperband waits for a round to finish elsewhere. Its
+    client waits up to an hour per call for a chief that is gone.
+    """
+
+    def __init__(self, client: Any, timeout: float):
         self._client = client
+        # Private: keras-tuner's OracleClient makes every call through its `stub`
+        # attribute with a fixed 1-hour timeout (keras_tuner.src.distribute.oracle_client);
+        # tests/test_tuning.py fails if `stub` goes away.
+        client.stub = _BoundedStub(client.stub, timeout, _oracle_target())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -1035,11 +1166,18 @@ class _PatientClient:
 class _BudgetedTuner:
     """Mixed into keras-tuner's tuners: over-budget trials are rejected before `build`."""
 
-    def __init__(self, oracle: kt.Oracle, hypermodel: HyperResNet, **kwargs: Any):
+    def __init__(
+        self,
+        oracle: kt.Oracle,
+        hypermodel: HyperResNet,
+        *,
+        oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
+        **kwargs: Any,
+    ):
         # The stock tuner classes only differ in the oracle they create; ours is given.
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
         if self._is_worker():
-            self.oracle = _PatientClient(self.oracle)
+            self.oracle = _PatientClient(self.oracle, oracle_timeout)
 
     def run_trial(self, trial, *args, **kwargs):
         hm: HyperResNet = self.hypermodel
@@ -1144,6 +1282,7 @@ def make_tuner(
     overwrite: bool = False,
     max_consecutive_failed_trials: int = 3,
     max_search_seconds: float | None = None,
+    oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
 ) -> kt.Tuner:
     """A keras-tuner tuner for `hypermodel` that knows its budgets.
 
@@ -1152,7 +1291,9 @@ def make_tuner(
     trials over a budget are rejected before their model is built.
     `max_trials` caps the trials of every tuner (Hyperband's too: it runs
     brackets until the cap). Distributed mode follows keras-tuner's
-    `KERASTUNER_*` environment variables (see `search`).
+    `KERASTUNER_*` environment variables (see `search`); a worker gives each
+    call to the chief `oracle_timeout` seconds, then raises
+    `OracleUnreachableError`.
 
     Example:
 
@@ -1195,6 +1336,7 @@ def make_tuner(
         directory=str(directory),
         project_name=project_name,
         overwrite=overwrite,
+        oracle_timeout=oracle_timeout,
     )
 
 
@@ -1225,7 +1367,45 @@ def _tuner_environment(
                 os.environ[name] = value
 
 
-def _check_distributed(role: Any, oracle_address: Any, tuner_id: Any, overwrite: bool) -> None:
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (bracketed or not) or localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def _check_tuner_id(tuner_id: Any) -> None:
+    """A worker's id names its files (`<id>.json` in keras-tuner's project, our lock)."""
+    if not isinstance(tuner_id, str) or not TUNER_ID_PATTERN.fullmatch(tuner_id):
+        raise ValueError(
+            "A worker's `tuner_id` must be 1-64 characters from A-Z, a-z, 0-9, '_' and '-' "
+            "(unique, stable across restarts). "
+            f"{_received('tuner_id', tuner_id)}"
+        )
+    lowered = tuner_id.lower()  # case-insensitive file systems would collide too
+    if lowered in RESERVED_TUNER_IDS or "chief" in lowered or lowered.startswith("trial_"):
+        raise ValueError(
+            "A worker's `tuner_id` may not be one of keras-tuner's own names in the project "
+            f"directory ({', '.join(map(repr, RESERVED_TUNER_IDS))}, anything containing "
+            f"'chief' or starting with 'trial_'). {_received('tuner_id', tuner_id)}"
+        )
+
+
+def _check_distributed(
+    role: Any,
+    oracle_address: Any,
+    tuner_id: Any,
+    overwrite: bool,
+    allow_remote_oracle: bool = False,
+) -> None:
+    if not isinstance(allow_remote_oracle, bool):
+        raise ValueError(
+            "`allow_remote_oracle` must be a bool. "
+            f"{_received('allow_remote_oracle', allow_remote_oracle)}"
+        )
     if role is None:
         if oracle_address is not None:
             raise ValueError(
@@ -1244,17 +1424,59 @@ def _check_distributed(role: Any, oracle_address: Any, tuner_id: Any, overwrite:
             "`oracle_address` must be HOST:PORT (the chief's address, port 1-65535). "
             f"{_received('oracle_address', oracle_address)}"
         )
+    if role == "chief" and not allow_remote_oracle and not _is_loopback(host):
+        raise ValueError(
+            f"The chief would serve the oracle on {host}, not a loopback address, and its gRPC "
+            "port accepts unauthenticated connections from anyone who can reach it; pass "
+            "allow_remote_oracle=True (--allow-remote-oracle) on a trusted private network. "
+            f"{_received('oracle_address', oracle_address)}"
+        )
     if role == "worker":
-        if not isinstance(tuner_id, str) or not tuner_id or "chief" in tuner_id:
-            raise ValueError(
-                "A worker needs its own `tuner_id` (unique, stable across restarts, "
-                f"not containing 'chief'). {_received('tuner_id', tuner_id)}"
-            )
+        _check_tuner_id(tuner_id)
         if overwrite:
             raise ValueError(
                 "Only the chief may overwrite the search (a worker would delete the shared "
                 "project). Received: overwrite=True"
             )
+
+
+def _lock_name(role: str | None, tuner_id: str | None) -> str:
+    """One process, or the chief, takes the run directory's lock; each worker its own, so
+    workers share the directory but two with the same id do not."""
+    return f".keras_resnet-worker-{tuner_id}.lock" if role == "worker" else LOCK_FILE
+
+
+def _is_lock_file(path: Path) -> bool:
+    return path.name.startswith(".keras_resnet") and path.name.endswith(".lock")
+
+
+def _contents(run_dir: Path) -> Iterator[Path]:
+    """What a run directory holds besides lock files."""
+    return (path for path in run_dir.iterdir() if not _is_lock_file(path))
+
+
+@contextlib.contextmanager
+def _locked_run_dir(run_dir: Path, name: str) -> Iterator[DirectoryLock]:
+    """Holds `run_dir`'s lock `name` (see `keras_resnet._io.DirectoryLock`).
+
+    A directory this call creates and that holds nothing but the lock when the
+    block fails (a check refused the search before anything was written) is
+    removed again.
+    """
+    created = not run_dir.exists()
+    check_writable_dir(run_dir, "output_dir")
+    lock = DirectoryLock(run_dir, arg="output_dir", name=name).acquire()
+    try:
+        yield lock
+    except BaseException:
+        if created and not any(_contents(run_dir)):
+            # Unlinked while still held, so no other process can take this lock meanwhile.
+            with contextlib.suppress(OSError):
+                lock.path.unlink()
+                run_dir.rmdir()
+        raise
+    finally:
+        lock.release()
 
 
 def _fingerprint_check(run_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
@@ -1269,11 +1491,44 @@ def _fingerprint_check(run_dir: Path, record: dict[str, Any], overwrite: bool) -
                 f"(differs in: {', '.join(changed)}); use overwrite=True (--overwrite) or a "
                 f"new directory. Received: output_dir={str(run_dir)!r}"
             )
-    elif not config_path.exists() and run_dir.exists() and any(run_dir.iterdir()):
+    elif not config_path.exists() and run_dir.is_dir() and any(_contents(run_dir)):
         raise ValueError(
             "`output_dir` exists and is not a keras_resnet search directory. "
             f"Received: output_dir={str(run_dir)!r}"
         )
+
+
+def _check_fits(
+    dataset: Any,
+    base: ResNetSpec | None,
+    space: SearchSpace | None,
+    image_size: int | None,
+    channels: int | None,
+) -> None:
+    """Refuses, before the data is read, an image size at which the base spec cannot
+    train at the space's smallest batch size in this machine's memory.
+
+    The space is resolved here too, so its own errors come before the data as
+    well. Larger candidates may still run out of memory; keras-tuner records
+    those trials as failed.
+    """
+    if isinstance(dataset, DatasetSplits):
+        shape, classes = dataset.image_shape, dataset.num_classes
+    else:
+        side = image_size or base.default_input_size
+        shape, classes = (side, side, channels or 3), None
+    if base is None:
+        base = resolve_spec("resnet20" if min(shape[:2]) < SMALL_IMAGE else "resnet18")
+    resolved = (space or SearchSpace()).resolve(base, shape)
+    check_fits_in_memory(
+        base,
+        tuple(shape),
+        batch_size=min(resolved.batch_sizes),
+        classes=classes,
+        training=True,
+        arg="image_size",
+        value=shape[0],
+    )
 
 
 _ALL_PROBES = 8  # up to this many candidates, the latency pre-check times them all
@@ -1342,6 +1597,8 @@ def search(
     role: str | None = None,
     oracle_address: str | None = None,
     tuner_id: str | None = None,
+    oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
+    allow_remote_oracle: bool = False,
     retrain_epochs: int = 0,
     max_search_seconds: float | None = None,
     max_consecutive_failed_trials: int = 3,
@@ -1354,7 +1611,9 @@ def search(
             folder) or loaded `DatasetSplits`. The search sees its train and
             validation splits only; the test split scores the best model.
         output_dir: the run directory (see the module doc). Rerunning the same
-            call resumes; another configuration there is refused.
+            call resumes; another configuration there is refused. It is locked
+            while the search runs: a second search there (or a second worker
+            with the same `tuner_id`) is refused at once, naming the holder.
         base: the spec the space derives from (default by image size).
         tuner: `"hyperband"`, `"random"` or `"bayesian"`.
         objective: `"val_accuracy"` (default) or `"val_loss"`.
@@ -1367,15 +1626,28 @@ def search(
             `latency_runtime`); every trial's latency is measured and recorded.
         space: a `SearchSpace` (default `SearchSpace()`).
         image_size, channels, label_mode, data_dir, download, augment: passed to
-            `load_dataset` (image_size default: the base spec's input size).
+            `load_dataset` (image_size default: the base spec's input size). An
+            image size at which the base spec cannot train at the smallest batch
+            size in this machine's memory is refused before the data is read.
         seed: data split, shuffling, initialisation and the oracle's draws.
         overwrite: start over (keeps the latency cache).
         role: None (one process), `"chief"` (serves the oracle, trains
             nothing, writes the outputs when all trials are done) or
             `"worker"` (trains trials the chief hands out).
-        oracle_address: the chief's `HOST:PORT` (with `role`).
-        tuner_id: a worker's id; a worker restarted with the same id reruns
+        oracle_address: the chief's `HOST:PORT` (with `role`). A chief listens
+            on loopback addresses only (127.0.0.0/8, ::1, localhost) unless
+            `allow_remote_oracle`.
+        tuner_id: a worker's id, 1-64 characters from `[A-Za-z0-9_-]`, none of
+            keras-tuner's names (`oracle`, `tuner0`, containing `chief`,
+            starting with `trial_`); a worker restarted with the same id reruns
             the trial it was given.
+        oracle_timeout: seconds a worker waits for the chief to answer, when it
+            starts and on every later call; then it raises
+            `OracleUnreachableError` ("cannot reach the chief at HOST:PORT
+            within N s").
+        allow_remote_oracle: let a chief listen on a non-loopback address.
+            keras-tuner's gRPC oracle has no authentication and no encryption:
+            anyone who reaches the port can read and steer the search.
         retrain_epochs: 0 keeps the best trial's own weights as `best.keras`;
             N > 0 retrains the best candidate for N epochs with
             `keras_resnet.training.train` (in `run_dir/retrain`).
@@ -1388,8 +1660,10 @@ def search(
         The contents of `summary.json` (a worker returns its id and role only).
 
     Raises:
-        ValueError: a bad argument, an empty or inverted range, or budgets no
-            candidate meets, before anything is trained or written.
+        ValueError: a bad argument, an empty or inverted range, a model too
+            large for this machine, or budgets no candidate meets, before
+            anything is trained or written; `output_dir` in use by another process.
+        OracleUnreachableError: a worker's chief did not answer in `oracle_timeout`.
 
     Example:
 
@@ -1419,18 +1693,22 @@ def search(
     _check_positive_int("max_params", max_params, allow_none=True)
     _check_positive_number("max_latency_ms", max_latency_ms, allow_none=True)
     _check_positive_number("max_search_seconds", max_search_seconds, allow_none=True)
+    _check_positive_number("oracle_timeout", oracle_timeout)
+    _check_positive_int("image_size", image_size, allow_none=True)
+    _check_positive_int("channels", channels, allow_none=True)
     if not _is_int(retrain_epochs) or retrain_epochs < 0:
         raise ValueError(
             "`retrain_epochs` must be an integer >= 0. "
             f"{_received('retrain_epochs', retrain_epochs)}"
         )
-    _check_distributed(role, oracle_address, tuner_id, overwrite)
+    _check_distributed(role, oracle_address, tuner_id, overwrite, allow_remote_oracle)
     if space is not None and not isinstance(space, SearchSpace):
         raise ValueError(f"`space` must be a SearchSpace. {_received('space', space)}")
     if base is None and not isinstance(dataset, DatasetSplits):
         # As `train`: without an image size, the CIFAR net at its 32 px.
         base = "resnet20" if image_size is None or image_size < SMALL_IMAGE else "resnet18"
     base_spec = resolve_spec(base) if base is not None else None
+    _check_fits(dataset, base_spec, space, image_size, channels)
 
     if isinstance(dataset, DatasetSplits):
         splits = dataset
@@ -1480,71 +1758,80 @@ def search(
         "latency_runtime": latency_runtime(),
     }
     _fingerprint_check(run_dir, record, overwrite)
-    if (run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
+    with _locked_run_dir(run_dir, _lock_name(role, tuner_id)) as lock:
+        _fingerprint_check(run_dir, record, overwrite)  # again: another run may just have ended
+        if lock.stale and verbose:
+            pid = lock.stale.get("pid")
+            print(f"{run_dir}: took over the lock of pid {pid}, which is no longer running")
+        if (run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
+            hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
+        _check_budgets_reachable(hypermodel)
+        if role == "worker":
+            # After this worker's own data and budget checks, which the chief does too.
+            with _tuner_environment(role, oracle_address, tuner_id):
+                _wait_for_chief(oracle_timeout)
+
+        if overwrite:
+            for name in (TRIALS_CSV, PARETO_PNG, SUMMARY, BEST_SPEC, BEST_MODEL):
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / RETRAIN, ignore_errors=True)
+        _write_json(run_dir / TUNE_CONFIG, record)
         hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
-    _check_budgets_reachable(hypermodel)
+        keras.utils.set_random_seed(seed)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for name in (TRIALS_CSV, PARETO_PNG, SUMMARY, BEST_SPEC, BEST_MODEL):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / RETRAIN, ignore_errors=True)
-    _write_json(run_dir / TUNE_CONFIG, record)
-    hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
-    keras.utils.set_random_seed(seed)
+        with _tuner_environment(role, oracle_address, tuner_id):
+            kt_tuner = make_tuner(
+                hypermodel,
+                tuner,
+                directory=run_dir,
+                max_trials=max_trials,
+                max_epochs=max_epochs,
+                hyperband_factor=hyperband_factor,
+                seed=seed,
+                overwrite=overwrite,
+                max_consecutive_failed_trials=max_consecutive_failed_trials,
+                max_search_seconds=max_search_seconds,
+                oracle_timeout=oracle_timeout,
+            )
+            is_worker = kt_tuner._is_worker()
+            try:
+                # Unbatched with a known size: each trial batches it to its batch size.
+                train_examples = splits.train.unbatch().apply(
+                    tf.data.experimental.assert_cardinality(splits.sizes["train"])
+                )
+                kt_tuner.search(
+                    train_examples,
+                    validation_data=splits.validation,
+                    epochs=max_epochs,
+                    verbose=2 if verbose else 0,
+                )
+            except RuntimeError as e:
+                if "consecutive failures" not in str(e):
+                    raise
+                _write_trials_csv(_trial_rows(kt_tuner.oracle, hypermodel), run_dir / TRIALS_CSV)
+                raise RuntimeError(
+                    f"The search stopped after {max_consecutive_failed_trials} failed trials "
+                    f"in a row; see {run_dir / TRIALS_CSV} for their errors."
+                ) from e
+        if is_worker:
+            print(f"worker {tuner_id}: no trials left; the chief writes the results.")
+            return {"role": "worker", "tuner_id": tuner_id}
 
-    with _tuner_environment(role, oracle_address, tuner_id):
-        kt_tuner = make_tuner(
+        return _finish(
+            kt_tuner,
             hypermodel,
-            tuner,
-            directory=run_dir,
-            max_trials=max_trials,
-            max_epochs=max_epochs,
-            hyperband_factor=hyperband_factor,
+            splits,
+            run_dir,
+            dataset=dataset,
+            record=record,
+            retrain_epochs=retrain_epochs,
+            data_dir=data_dir,
+            download=download,
             seed=seed,
-            overwrite=overwrite,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
-            max_search_seconds=max_search_seconds,
+            augment=augment,
+            verbose=verbose,
+            started=started,
         )
-        is_worker = kt_tuner._is_worker()
-        try:
-            # Unbatched with a known size: each trial batches it to its batch size.
-            train_examples = splits.train.unbatch().apply(
-                tf.data.experimental.assert_cardinality(splits.sizes["train"])
-            )
-            kt_tuner.search(
-                train_examples,
-                validation_data=splits.validation,
-                epochs=max_epochs,
-                verbose=2 if verbose else 0,
-            )
-        except RuntimeError as e:
-            if "consecutive failures" not in str(e):
-                raise
-            _write_trials_csv(_trial_rows(kt_tuner.oracle, hypermodel), run_dir / TRIALS_CSV)
-            raise RuntimeError(
-                f"The search stopped after {max_consecutive_failed_trials} failed trials in a "
-                f"row; see {run_dir / TRIALS_CSV} for their errors."
-            ) from e
-    if is_worker:
-        print(f"worker {tuner_id}: no trials left; the chief writes the results.")
-        return {"role": "worker", "tuner_id": tuner_id}
-
-    return _finish(
-        kt_tuner,
-        hypermodel,
-        splits,
-        run_dir,
-        dataset=dataset,
-        record=record,
-        retrain_epochs=retrain_epochs,
-        data_dir=data_dir,
-        download=download,
-        seed=seed,
-        augment=augment,
-        verbose=verbose,
-        started=started,
-    )
 
 
 # --- outputs -------------------------------------------------------------------
@@ -1705,7 +1992,8 @@ def _plot_pareto(
         ax.legend(fontsize=8)
     fig.suptitle(f"{len(trained)} trained candidates, {len(rejected)} rejected")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def _print_top(rows: list[dict[str, Any]], objective: str, top: int = 5) -> None:
@@ -1801,7 +2089,8 @@ def _finish(
             augment=augment,
             verbose=2 if verbose else 0,
         )
-        shutil.copy(run_dir / RETRAIN / "best.keras", run_dir / BEST_MODEL)
+        with atomic_path(run_dir / BEST_MODEL) as tmp:
+            shutil.copyfile(run_dir / RETRAIN / "best.keras", tmp)
     else:
         trial = kt_tuner.oracle.get_trial(best["trial_id"])
         try:
@@ -1815,7 +2104,8 @@ def _finish(
             ) from e
         # Saved with built optimizer slots, so loading it back matches them.
         model.optimizer.build(model.trainable_variables)
-        model.save(run_dir / BEST_MODEL)
+        with atomic_path(run_dir / BEST_MODEL) as tmp:
+            model.save(tmp)
     model = keras.saving.load_model(run_dir / BEST_MODEL, safe_mode=True)
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 
@@ -1882,12 +2172,14 @@ __all__ = [
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LEARNING_RATES",
     "DEFAULT_OPTIMIZERS",
+    "DEFAULT_ORACLE_TIMEOUT",
     "DEFAULT_WEIGHT_DECAYS",
     "DEFAULT_WIDTHS",
     "OBJECTIVES",
     "TUNERS",
     "HyperResNet",
     "LatencyCache",
+    "OracleUnreachableError",
     "SearchSpace",
     "latency_runtime",
     "make_tuner",

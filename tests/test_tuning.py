@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import socket
@@ -24,6 +25,7 @@ from keras_resnet.spec import ResNetSpec, get_spec
 from keras_resnet.tuning import (
     HyperResNet,
     LatencyCache,
+    OracleUnreachableError,
     SearchSpace,
     make_tuner,
     measure_latency,
@@ -333,6 +335,8 @@ def test_bad_arguments_fail_before_anything_is_written(tmp_path, kwargs, message
         (dict(learning_rate={"rmsprop": 0.1}), "Received: learning_rate={'rmsprop': 0.1}"),
         (dict(weight_decay=(0.0, 0.1)), "Received: weight_decay=(0.0, 0.1)"),
         (dict(batch_sizes=(0, 32)), "Received: batch_sizes=(0, 32)"),
+        (dict(blocks=(1, 513)), "at most 512 (keras_resnet.spec.MAX_STAGE_BLOCKS)"),
+        (dict(num_stages=17), "at most 16 (keras_resnet.spec.MAX_STAGES)"),
     ],
 )
 def test_bad_search_spaces(kwargs, message):
@@ -349,6 +353,10 @@ def test_a_range_inverted_by_its_derived_bound_is_an_error():
         SearchSpace(num_stages=(None, 1)).resolve(get_spec("resnet20"), (16, 16, 1))
 
 
+WORKER = ["--role", "worker", "--oracle", "127.0.0.1:9"]
+
+
+# One row per bad command line; all fail before anything is read, written or connected.
 @pytest.mark.parametrize(
     "argv, names",
     [
@@ -357,7 +365,7 @@ def test_a_range_inverted_by_its_derived_bound_is_an_error():
         (["--stages", "two"], "--stages='two'"),
         (["--width-choices", "half,1"], "--width-choices='half,1'"),
         (["--versions", "v3"], "versions=['v3']"),
-        (["--role", "worker", "--oracle", "127.0.0.1:9"], "tuner_id=None"),
+        (WORKER, "tuner_id=None"),
         (["--min-blocks", "3", "--max-blocks", "1"], "blocks=(3, 1)"),
         (["--stages", "2-"], "--stages='2-'"),
         (["--versions", ","], "--versions=','"),
@@ -365,15 +373,44 @@ def test_a_range_inverted_by_its_derived_bound_is_an_error():
         (["--lr-range", "0.1,0.01"], "learning_rate=(0.1, 0.01)"),
         (["--lr-range", "0.01,0.1,1"], "--lr-range='0.01,0.1,1'"),
         (["--weight-decay-range", "0,1e-3"], "weight_decay=(0.0, 0.001)"),
+        ([*WORKER, "--tuner-id", "../w0"], "tuner_id='../w0'"),
+        ([*WORKER, "--tuner-id", "w" * 65], "1-64 characters"),
+        ([*WORKER, "--tuner-id", "oracle"], "tuner_id='oracle'"),
+        ([*WORKER, "--tuner-id", "Tuner0"], "tuner_id='Tuner0'"),
+        ([*WORKER, "--tuner-id", "trial_01"], "tuner_id='trial_01'"),
+        ([*WORKER, "--tuner-id", "w-chief"], "tuner_id='w-chief'"),
+        ([*WORKER, "--tuner-id", "w0", "--oracle-timeout", "0"], "oracle_timeout=0.0"),
+        (["--role", "chief", "--oracle", "0.0.0.0:8000"], "(--allow-remote-oracle)"),
+        (["--role", "chief", "--oracle", "10.0.0.5:8000"], "oracle_address='10.0.0.5:8000'"),
+        (["--role", "chief", "--oracle", "[2001:db8::1]:8000"], "not a loopback address"),
+        (["--max-blocks", "100000"], "at most 512 (keras_resnet.spec.MAX_STAGE_BLOCKS)"),
+        (["--max-blocks", "512"], "2,048 blocks ([512, 512, 512, 512]), more than 1,024"),
+        (["--stages", "2-16"], "largest candidate of the search space (width 2, 16 stages)"),
+        (["--image-size", "100000"], "`image_size` is too large"),
+        (["--model", "resnet50", "--image-size", "8192"], "Received: image_size=8192"),
     ],
-)
+)  # fmt: skip
 def test_cli_errors_exit_2_with_one_line(capsys, tmp_path, argv, names):
-    code, _, err = run_cli(capsys, "tune", "--output", str(tmp_path / "r"), *argv)
-    assert code == 2
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("keras-resnet tune: error:") and names in last, err
+    code, out, err = run_cli(capsys, "tune", "--output", str(tmp_path / "r"), *argv)
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("keras-resnet tune: error:") and names in line, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "address, allow",
+    [("127.0.0.1:8000", False), ("127.8.0.1:8000", False), ("localhost:8000", False),
+     ("LOCALHOST:8000", False), ("[::1]:8000", False), ("::1:8000", False),
+     ("0.0.0.0:8000", True), ("chief.cluster.local:8000", True)],
+)  # fmt: skip
+def test_a_chief_on_loopback_or_with_allow_remote_oracle_is_accepted(address, allow):
+    from keras_resnet.tuning import _check_distributed
+
+    _check_distributed("chief", address, None, False, allow_remote_oracle=allow)
+    if allow:
+        with pytest.raises(ValueError, match="not a loopback address"):
+            _check_distributed("chief", address, None, False)
 
 
 def test_cli_ranges_reach_the_search_space(monkeypatch, tmp_path):
@@ -493,6 +530,144 @@ def test_chief_and_two_workers_on_loopback_survive_a_worker_restart(tmp_path):
     assert _trials(run)[lost]["status"] == "COMPLETED"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["trials"] == {"completed": 5}
+    assert keras.saving.load_model(run / "best.keras").count_params() == summary["best"]["params"]
+
+
+# TensorFlow's C++ start-up log, printed before any Python code runs (whatever
+# TF_CPP_MIN_LOG_LEVEL says); not ours to silence.
+TF_STARTUP_LOG = re.compile(r"WARNING: All log messages before absl|[IWEF]\d{4} \d\d:")
+
+
+def _own_lines(stderr):
+    return [line for line in stderr.splitlines() if line and not TF_STARTUP_LOG.match(line)]
+
+
+def _wait_for_lock(path, pid, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            if json.loads(path.read_text() or "{}").get("pid") == pid:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    pytest.fail("timed out")
+
+
+def test_a_worker_whose_chief_is_unreachable_exits_in_one_line(tmp_path, capsys):
+    run, port = tmp_path / "run", _free_port()
+    argv = ["tune", *CLI_TINY, "--output", str(run), "--role", "worker",
+            "--oracle", f"127.0.0.1:{port}", "--tuner-id", "w0"]  # fmt: skip
+    started = time.perf_counter()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "keras_resnet.cli", *argv, "--oracle-timeout", "3"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # While it waits for the chief it holds its lock: a second worker with its id is refused.
+    _wait_for_lock(run / ".keras_resnet-worker-w0.lock", worker.pid, worker)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert "`output_dir` is in use by another process" in line and f"pid {worker.pid}" in line
+
+    _, err = worker.communicate(timeout=120)
+    elapsed = time.perf_counter() - started
+    assert worker.returncode == 1 and "Traceback" not in err
+    assert _own_lines(err) == [
+        f"keras-resnet tune: cannot reach the chief at 127.0.0.1:{port} within 3 s: start "
+        "the chief first (same --output, --role chief) or wait longer with --oracle-timeout "
+        "(oracle_timeout)."
+    ], err
+    assert elapsed < 30, elapsed  # about 10 s here: start-up, data, then the 3 s wait
+    assert not run.exists()  # it created the directory and wrote nothing: removed
+
+
+def test_every_call_to_a_lost_chief_has_a_deadline(tmp_path):
+    """keras-tuner's client waits up to an hour per call; a worker's calls get
+    `oracle_timeout` (a chief that died after the worker connected looks the same)."""
+    from keras_resnet.tuning import _tuner_environment
+
+    hm = HyperResNet((8, 8, 1), 10, space=FOUR)
+    with _tuner_environment("worker", f"127.0.0.1:{_free_port()}", "w0"):
+        tuner = make_tuner(hm, "random", directory=tmp_path, oracle_timeout=1.5)
+        started = time.perf_counter()
+        with pytest.raises(OracleUnreachableError, match=r"127\.0\.0\.1:\d+ within 1.5 s"):
+            tuner.oracle.create_trial("w0")
+    assert time.perf_counter() - started < 10
+    assert isinstance(OracleUnreachableError("x"), kt.errors.FatalError)  # keras-tuner stops
+
+
+@pytest.mark.slow
+def test_a_run_directory_in_use_is_refused_and_a_dead_holders_lock_taken_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["tune", *CLI_TINY, "--output", str(run)]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "keras_resnet.cli", *argv, "--max-trials", "30"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def one_done_and_one_training():  # keras-tuner saves its state for a resume at a trial's end
+        states = [s["status"] for s in _trials(run).values()]
+        return "COMPLETED" in states and "RUNNING" in states
+
+    _wait(one_done_and_one_training, [first])
+
+    started = time.perf_counter()
+    code, _, err = run_cli(capsys, *argv)
+    assert time.perf_counter() - started < 10  # at once: after reading the data, nothing else
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert "`output_dir` is in use by another process" in line and f"pid {first.pid}" in line
+
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert json.loads((run / ".keras_resnet.lock").read_text())["pid"] == first.pid
+    # Resumed: the killed trial runs again, then no new one (time is up), and it finishes.
+    code, _, err = run_cli(capsys, *argv, "--max-search-seconds", "0.001")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["trials"]["completed"] >= 1
+    assert (run / ".keras_resnet.lock").read_text() == ""  # released
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_outputs_are_written_atomically_and_as_strict_json(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    run = tmp_path / "run"
+    kwargs = dict(tuner="random", space=FOUR, max_trials=1, max_epochs=1, **TINY)
+    search("digits", output_dir=run, **kwargs)
+    outputs = ("best.keras", "pareto.png", "trials.csv", "summary.json", "best_spec.json",
+               "latency_cache.json", "tune.json")  # fmt: skip
+    before = {name: (run / name).read_bytes() for name in outputs}
+    for name in outputs:
+        if name.endswith(".json"):
+            _strict_json(run / name)
+
+    def half_written(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    # A rerun (nothing left to train) that dies while writing each output in turn.
+    for owner, method in ((matplotlib.figure.Figure, "savefig"), (keras.Model, "save")):
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, method, half_written)
+            with pytest.raises(OSError, match="No space left"):
+                search("digits", output_dir=run, **kwargs)
+        for name in ("best.keras", "pareto.png"):
+            assert (run / name).read_bytes() == before[name], name
+        assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [
+            ".keras_resnet.lock"
+        ]  # no temporary file left behind
+    summary = search("digits", output_dir=run, **kwargs)  # the lock was released
     assert keras.saving.load_model(run / "best.keras").count_params() == summary["best"]["params"]
 
 
