@@ -18,6 +18,8 @@ from sklearn.datasets import load_digits
 
 from keras_resnet import data
 from keras_resnet.data import DatasetNotPreparedError, DatasetSplits, load_dataset
+from keras_resnet.data.base import _flips_allowed
+from keras_resnet.data.tfds import _tfds_split_specs
 
 NUM_DIGITS = 1797
 
@@ -151,10 +153,10 @@ def test_digits_augmentation_translates_without_flips(digits):
 
 
 def test_flip_rule():
-    assert not data._flips_allowed("digits")
+    assert not _flips_allowed("digits")
     for name in ("mnist", "fashion_mnist", "emnist", "svhn_cropped", "omniglot"):
-        assert not data._flips_allowed(name)
-    assert data._flips_allowed("cifar10") and data._flips_allowed("tf_flowers")
+        assert not _flips_allowed(name)
+    assert _flips_allowed("cifar10") and _flips_allowed("tf_flowers")
 
 
 def test_zero_fractions_give_empty_splits():
@@ -236,18 +238,23 @@ def test_folder_errors(tmp_path):
     ):
         load_dataset(missing)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no class subfolders"):
+    with pytest.raises(ValueError, match="needs at least two class subfolders .* it has none"):
         load_dataset(str(tmp_path / "empty"))
-    (tmp_path / "text" / "a").mkdir(parents=True)
+    for folder in ("text", "junk"):
+        for label in ("a", "b"):
+            (tmp_path / folder / label).mkdir(parents=True)
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="it has only 'a'"):
+        load_dataset(str(tmp_path / "one"))
     (tmp_path / "text" / "a" / "readme.txt").write_text("hi")
     with pytest.raises(ValueError, match=r"no images .*Received: dataset="):
         load_dataset(str(tmp_path / "text"))
-    (tmp_path / "junk" / "a").mkdir(parents=True)
     (tmp_path / "junk" / "a" / "x.jpg").write_bytes(b"\xff\xd8 garbage")
     with pytest.raises(ValueError, match="no readable images"):
         load_dataset(str(tmp_path / "junk"))
     tiny = write_folder(tmp_path / "tiny", sizes=((8, 8),))
-    with pytest.raises(ValueError, match=r"too few images \(3\)"):
+    # 0.1 + 0.1 of n files leaves one for validation and one for test from n = 10 on.
+    with pytest.raises(ValueError, match=r"has 3 images; .* needs at least 10\."):
         load_dataset(str(tiny), validation_fraction=0.1, test_fraction=0.1)
 
 
@@ -306,18 +313,18 @@ def test_tfds_split_specs():
     def fake(**sizes):
         return {name: types.SimpleNamespace(num_examples=n) for name, n in sizes.items()}
 
-    specs = data._tfds_split_specs(fake(train=1000), "x", 0.1, 0.2)
+    specs = _tfds_split_specs(fake(train=1000), "x", 0.1, 0.2)
     assert specs == {
         "train": "train[:700]",
         "validation": "train[700:800]",
         "test": "train[800:1000]",
     }
-    specs = data._tfds_split_specs(fake(train=1000, validation=50, test=70), "x", 0.1, 0.2)
+    specs = _tfds_split_specs(fake(train=1000, validation=50, test=70), "x", 0.1, 0.2)
     assert specs == {"train": "train", "validation": "validation", "test": "test"}
-    specs = data._tfds_split_specs(fake(train=1000, test=70), "x", 0.0, 0.2)
+    specs = _tfds_split_specs(fake(train=1000, test=70), "x", 0.0, 0.2)
     assert specs == {"train": "train", "validation": None, "test": "test"}
     with pytest.raises(ValueError, match="no 'train' split"):
-        data._tfds_split_specs(fake(test=5), "x", 0.1, 0.2)
+        _tfds_split_specs(fake(test=5), "x", 0.1, 0.2)
 
 
 def write_metadata(root, name, split_sizes, class_names):

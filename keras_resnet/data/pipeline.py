@@ -1,0 +1,336 @@
+"""`load_dataset`: checks its arguments, picks the source, builds the batched pipelines."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet._checks import check_positive_int as _check_positive_int
+from keras_resnet._checks import is_int as _is_int
+from keras_resnet.data.base import (
+    _LABEL_MODES,
+    _MIN_SHUFFLE_BUFFER,
+    _SHUFFLE_BUFFER_BYTES,
+    _TRANSLATION_FACTOR,
+    DEFAULT_IMAGE_SIZE,
+    _Source,
+)
+from keras_resnet.data.digits import _digits_source
+from keras_resnet.data.folder import _folder_source
+from keras_resnet.data.tfds import _tfds_source
+
+
+@dataclasses.dataclass
+class DatasetSplits:
+    """Batched, prefetched pipelines of one dataset plus their metadata.
+
+    Attributes:
+        name: The dataset reference as given (``"digits"``, a TFDS name or the
+            folder path).
+        train: Shuffled (seeded, reshuffled every epoch) and, if requested,
+            augmented batches.
+        validation: Batches in a fixed order, not augmented.
+        test: Batches in a fixed order, not augmented.
+        class_names: Class names; label ``i`` is ``class_names[i]``.
+        image_shape: ``(H, W, C)`` of the yielded images.
+        sizes: Number of examples per split (keys ``train``, ``validation``,
+            ``test``).
+        label_mode: ``"int"`` or ``"categorical"``.
+
+    Example:
+        >>> splits = load_dataset("digits")
+        >>> splits.num_classes, splits.to_dict()["image_shape"]
+        (10, [8, 8, 1])
+    """
+
+    name: str
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    class_names: list[str]
+    image_shape: tuple[int, int, int]
+    sizes: dict[str, int]
+    label_mode: str
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (length of `class_names`)."""
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON-serialisable metadata (everything but pipelines).
+
+        Example:
+            >>> import json
+            >>> json.dumps(load_dataset("digits").to_dict())[:18]
+            '{"name": "digits",'
+        """
+        return {
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "image_shape": list(self.image_shape),
+            "sizes": dict(self.sizes),
+            "label_mode": self.label_mode,
+        }
+
+
+def load_dataset(
+    dataset: str | os.PathLike,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    augment: bool = True,
+    label_mode: str = "int",
+    channels: int | None = None,
+) -> DatasetSplits:
+    """Builds train / validation / test pipelines for a dataset reference.
+
+    Args:
+        dataset: ``"digits"``, a folder with one image subfolder per class, or
+            a TensorFlow Datasets name.
+        image_size: Output ``(height, width)`` (an int means square). ``None``
+            keeps the native size, or uses `DEFAULT_IMAGE_SIZE` when the
+            images have no single size.
+        batch_size: Examples per batch (the last batch may be smaller).
+        seed: Seed of the digits / folder split, the train shuffle and the
+            augmentation.
+        validation_fraction: Share of the examples held out for validation,
+            in [0, 1); for TFDS only used when the dataset has no
+            ``validation`` split.
+        test_fraction: Share held out for testing, in [0, 1); only used when
+            the source has no ``test`` split (digits, folders, some TFDS).
+        data_dir: TFDS data directory; ``None`` means TFDS' default
+            (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+        download: Let TFDS download and prepare a missing dataset. Needs
+            internet; without it a missing dataset raises
+            `DatasetNotPreparedError` immediately.
+        augment: Randomly translate (and, where sensible, flip) training
+            images.
+        label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
+        channels: ``1`` or ``3`` to convert images to grayscale / RGB;
+            ``None`` keeps the native channels (folders are read as RGB).
+
+    Returns:
+        The pipelines and their metadata.
+
+    Raises:
+        DatasetNotPreparedError: A TFDS dataset is missing and
+            ``download=False``.
+        ValueError: An argument is invalid, the folder does not exist or has
+            no readable images, or the name is not a TFDS dataset.
+
+    Example:
+        >>> splits = load_dataset("digits", image_size=32, channels=3,
+        ...                       label_mode="categorical")
+        >>> images, labels = next(iter(splits.test))
+        >>> images.shape, labels.shape, splits.sizes["test"]
+        (TensorShape([64, 32, 32, 3]), TensorShape([64, 10]), 359)
+    """
+    dataset = _check_dataset(dataset)
+    target_hw = _check_image_size(image_size)
+    _check_positive_int("batch_size", batch_size)
+    _check_seed(seed)
+    _check_fractions(validation_fraction, test_fraction)
+    if label_mode not in _LABEL_MODES:
+        raise ValueError(
+            f"`label_mode` must be one of {_LABEL_MODES}. Received: label_mode={label_mode!r}"
+        )
+    if channels not in (None, 1, 3):
+        raise ValueError(f"`channels` must be None, 1 or 3. Received: channels={channels!r}")
+    if data_dir is not None:
+        data_dir = os.fspath(data_dir)
+
+    if dataset == "digits":
+        source = _digits_source(seed, validation_fraction, test_fraction)
+    elif os.path.isdir(os.path.expanduser(dataset)):
+        source = _folder_source(
+            dataset, target_hw, channels, seed, validation_fraction, test_fraction
+        )
+    elif _looks_like_path(dataset):
+        raise ValueError(
+            f"`dataset` folder does not exist or is not a directory. Received: dataset={dataset!r}"
+        )
+    else:
+        source = _tfds_source(dataset, data_dir, download, validation_fraction, test_fraction)
+
+    return _build_splits(
+        dataset,
+        source,
+        target_hw=target_hw or source.image_hw or DEFAULT_IMAGE_SIZE,
+        channels=channels or source.channels,
+        batch_size=batch_size,
+        seed=seed,
+        augment=augment,
+        label_mode=label_mode,
+    )
+
+
+# --- argument checks ---------------------------------------------------------
+
+
+def _check_dataset(dataset: Any) -> str:
+    if isinstance(dataset, os.PathLike):
+        dataset = os.fspath(dataset)
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise ValueError(
+            "`dataset` must be 'digits', a folder path or a TensorFlow "
+            f"Datasets name. Received: dataset={dataset!r}"
+        )
+    return dataset
+
+
+def _check_seed(seed: Any) -> None:
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be an integer in [0, 2**32). Received: seed={seed!r}")
+
+
+def _check_image_size(image_size: Any) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if _is_int(image_size):
+        image_size = (image_size, image_size)
+    if (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(_is_int(side) and side > 0 for side in image_size)
+    ):
+        return int(image_size[0]), int(image_size[1])
+    raise ValueError(
+        "`image_size` must be None, a positive integer or a (height, width) "
+        f"pair of positive integers. Received: image_size={image_size!r}"
+    )
+
+
+def _check_fractions(validation_fraction: Any, test_fraction: Any) -> None:
+    for name, value in (
+        ("validation_fraction", validation_fraction),
+        ("test_fraction", test_fraction),
+    ):
+        if (
+            not isinstance(value, (int, float, np.floating))
+            or isinstance(value, bool)
+            or not 0 <= value < 1
+        ):
+            raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
+    if validation_fraction + test_fraction >= 1:
+        raise ValueError(
+            "`validation_fraction` + `test_fraction` must be below 1, leaving "
+            "examples to train on. Received: "
+            f"validation_fraction={validation_fraction!r}, "
+            f"test_fraction={test_fraction!r}"
+        )
+
+
+def _looks_like_path(dataset: str) -> bool:
+    # TFDS names may contain "/" (config) and ":" (version), so only
+    # unambiguous path spellings are reported as missing folders.
+    return (
+        os.path.isabs(dataset)
+        or dataset.startswith((".", "~"))
+        or dataset.endswith(("/", os.sep))
+        or os.path.exists(dataset)
+    )
+
+
+# --- common processing -------------------------------------------------------
+
+
+def _convert_channels(image: tf.Tensor, source: int, target: int) -> tf.Tensor:
+    if source == target:
+        return image
+    if source == 1:
+        return tf.image.grayscale_to_rgb(image)
+    rgb = image[..., :3]  # drops alpha
+    return rgb if target == 3 else tf.image.rgb_to_grayscale(rgb)
+
+
+def _augmenter(
+    seed: int, flips: bool
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Returns a batch map function applying seeded Keras augmentation layers."""
+    layers = [
+        # Zero fill + nearest sampling = whole-pixel shifts into black borders,
+        # like CIFAR's pad-and-crop.
+        keras.layers.RandomTranslation(
+            _TRANSLATION_FACTOR,
+            _TRANSLATION_FACTOR,
+            fill_mode="constant",
+            interpolation="nearest",
+            seed=seed,
+        )
+    ]
+    if flips:
+        # Another seed: equal seeds would tie the flip to the translation draw.
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
+
+    def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        for layer in layers:
+            images = layer(images, training=True)
+        return images, labels
+
+    return augment
+
+
+def _build_splits(
+    name: str,
+    source: _Source,
+    *,
+    target_hw: tuple[int, int],
+    channels: int,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    label_mode: str,
+) -> DatasetSplits:
+    num_classes = len(source.class_names)
+    image_shape = (*target_hw, channels)
+
+    def prepare(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.cast(image, tf.float32)
+        if tuple(image.shape[:2]) != target_hw:
+            image = tf.image.resize(image, target_hw)
+        image = _convert_channels(image, source.channels, channels) / source.scale
+        image = tf.ensure_shape(image, image_shape)
+        label = tf.cast(label, tf.int32)
+        if label_mode == "categorical":
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label
+
+    def pipeline(ds: tf.data.Dataset, training: bool) -> tf.data.Dataset:
+        if training and not source.train_is_shuffled:
+            # Source examples are shuffled before resizing; 4 bytes per value
+            # bounds uint8 images and is exact for digits' float32.
+            example_bytes = 4 * channels * int(np.prod(source.image_hw or target_hw))
+            buffer = max(_MIN_SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // example_bytes)
+            ds = ds.shuffle(
+                min(buffer, max(source.sizes["train"], 1)),
+                seed=seed,
+                reshuffle_each_iteration=True,
+            )
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+        if training and augment:
+            ds = ds.map(_augmenter(seed, source.flips), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return DatasetSplits(
+        name=name,
+        train=pipeline(source.train, training=True),
+        validation=pipeline(source.validation, training=False),
+        test=pipeline(source.test, training=False),
+        class_names=source.class_names,
+        image_shape=image_shape,
+        sizes=source.sizes,
+        label_mode=label_mode,
+    )
