@@ -533,7 +533,7 @@ def _validation_accuracy(log_dir: Path) -> list[tuple[int, float, float]]:
 
 
 def section_digits(ctx: Context) -> dict[str, Any]:
-    from keras_resnet.cli import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_IMAGE_SIZE
+    from keras_resnet.constants import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_IMAGE_SIZE
     from keras_resnet.training import BEST, train
 
     s = ctx.settings
@@ -597,7 +597,7 @@ def _tflite_subject(name: str, ctx: Context) -> dict[str, Any]:
     s = ctx.settings
     rng = np.random.default_rng(3)
     if name == "ResNet20":
-        from keras_resnet.cli import DEMO_IMAGE_SIZE
+        from keras_resnet.constants import DEMO_IMAGE_SIZE
         from keras_resnet.data import load_dataset
 
         splits = load_dataset(

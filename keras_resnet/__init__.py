@@ -6,44 +6,62 @@ Data flows one way: spec -> builder -> model -> (train | tune | export).
 >>> model = keras_resnet.ResNet50(weights=None)         # keras.applications drop-in
 >>> small = keras_resnet.build_resnet("resnet20", classes=10)
 
-The heavy optional parts (`keras_resnet.data`, `.training`, `.tuning`,
-`.export`, `.cli`) are imported on first use, so `import keras_resnet` costs
-little more than `import keras`.
+Every name is imported on first use: `import keras_resnet` imports neither
+Keras nor TensorFlow until a model, spec or module is asked for, and the heavy
+parts (`keras_resnet.data`, `.training`, `.tuning`, `.export`) only when used.
 """
 
 import importlib
 
-from keras_resnet.applications import (
-    ResNet18,
-    ResNet18V2,
-    ResNet20,
-    ResNet32,
-    ResNet34,
-    ResNet34V2,
-    ResNet44,
-    ResNet50,
-    ResNet50V2,
-    ResNet56,
-    ResNet101,
-    ResNet101V2,
-    ResNet110,
-    ResNet152,
-    ResNet152V2,
-    decode_predictions,
-    preprocess_input,
-    preprocess_input_v2,
-)
-from keras_resnet.builder import build_backbone, build_resnet
-from keras_resnet.spec import ResNetSpec, StageSpec, get_spec, list_specs
 from keras_resnet.version import __version__
 
+# Every public name and the module it lives in, imported on first use (PEP 562), so
+# `import keras_resnet` (and the `keras-resnet` command's argument parsing) does not
+# import TensorFlow until a model is asked for.
+_PUBLIC = {
+    **dict.fromkeys(
+        (
+            "ResNet18",
+            "ResNet18V2",
+            "ResNet20",
+            "ResNet32",
+            "ResNet34",
+            "ResNet34V2",
+            "ResNet44",
+            "ResNet50",
+            "ResNet50V2",
+            "ResNet56",
+            "ResNet101",
+            "ResNet101V2",
+            "ResNet110",
+            "ResNet152",
+            "ResNet152V2",
+            "decode_predictions",
+            "preprocess_input",
+            "preprocess_input_v2",
+        ),
+        "applications",
+    ),
+    "build_backbone": "builder",
+    "build_resnet": "builder",
+    "ResNetSpec": "spec",
+    "StageSpec": "spec",
+    "get_spec": "spec",
+    "list_specs": "spec",
+}
 _LAZY_MODULES = ("data", "training", "tuning", "export", "cli")
 
 
 def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"keras_resnet.{_PUBLIC[name]}"), name)
     if name in _LAZY_MODULES:
         return importlib.import_module(f"keras_resnet.{name}")
     raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC, *_LAZY_MODULES])
 
 
 __all__ = [

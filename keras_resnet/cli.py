@@ -1,7 +1,13 @@
-"""The `keras-resnet` command. Thin: it parses arguments and calls the modules.
+"""The `keras-resnet` command. Thin: it parses arguments and calls the library.
 
-Bad arguments exit with status 2 and one line naming the argument and the
-value (argparse's own convention), never a traceback.
+Each subcommand is one `_add_*` function (its flags) and one `_cmd_*` function (the
+call). Flags are stored under the library's keyword names and are left out when
+not given, so the library's defaults apply; choices and defaults shown in the
+help come from `keras_resnet.constants`, never retyped. Parsing imports no
+TensorFlow: `keras-resnet --help` and argument errors answer at once.
+
+Bad arguments exit with status 2 and one line naming the argument and the value
+(argparse's own convention), never a traceback; see `main` for the other codes.
 """
 
 from __future__ import annotations
@@ -10,13 +16,78 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from keras_resnet import constants
+from keras_resnet.errors import TrainingDivergedError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Library keywords each command passes on when their flag is given.
+DATA_KEYS = ("image_size", "channels", "data_dir", "download", "seed", "augment")
+TRAIN_KEYS = (
+    "epochs", "batch_size", "optimizer", "learning_rate", "schedule", "warmup_epochs",
+    "weight_decay", "label_smoothing", "mixed_precision", *DATA_KEYS,
+)  # fmt: skip
+EXPORT_KEYS = (
+    "dataset", "data_dir", "formats", "overwrite", "calibration_samples", "verify_samples",
+    "min_int8_agreement", "preprocessing", "top_k", "uint8_signature", "latency_runs",
+    "num_threads",
+)  # fmt: skip
+SEARCH_KEYS = (
+    "tuner", "objective", "max_trials", "max_epochs", "hyperband_factor", "max_params",
+    "max_latency_ms", "overwrite", "role", "oracle_address", "tuner_id", "allow_remote_oracle",
+    "oracle_timeout", "retrain_epochs", "max_search_seconds", "max_consecutive_failed_trials",
+    *DATA_KEYS,
+)  # fmt: skip
+SPACE_KEYS = (
+    "widths", "num_stages", "block_types", "versions", "stems", "optimizers", "batch_sizes",
+    "learning_rate", "weight_decay",
+)  # fmt: skip
+
+
+def _given(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
+    """The flags among `keys` that were given (the others keep the library's defaults)."""
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+
+
+def _choices(values: Sequence[Any]) -> str:
+    return " | ".join(str(v) for v in values if v is not None)
 
 
 def _default_classes(spec) -> int:
     # The CIFAR nets come with CIFAR's 10 classes, as ResNet20() does.
     return 10 if spec.stem == "cifar" else 1000
+
+
+def _spec_from_args(args: argparse.Namespace, default: str | None = None):
+    """--model NAME or --spec FILE (or `default`), with --width applied on top."""
+    import dataclasses
+    import json
+
+    from keras_resnet.spec import ResNetSpec, get_spec
+
+    if hasattr(args, "spec"):
+        try:
+            with open(args.spec) as f:
+                spec = ResNetSpec.from_dict(json.load(f))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read --spec {args.spec!r}: {e}") from None
+    elif hasattr(args, "model") or default:
+        spec = get_spec(getattr(args, "model", default))
+    else:
+        return None
+    if hasattr(args, "width"):
+        spec = dataclasses.replace(spec, width=args.width)
+    return spec
+
+
+# --- list, build ---------------------------------------------------------------------------
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="named specs with their parameter counts")
+    p.set_defaults(func=_cmd_list)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -33,12 +104,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_build(sub) -> None:
+    p = sub.add_parser("build", help="build a named spec, print its summary and parameter count")
+    p.add_argument("model", help="a named spec, e.g. resnet50 (see `keras-resnet list`)")
+    p.add_argument("--width", type=float, help="width multiplier")
+    p.add_argument("--classes", type=int, help="default: 10 for the CIFAR nets, else 1000")
+    p.add_argument("--image-size", type=int, help="default: the spec's input size")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--quiet", action="store_true", default=False, help="only the count")
+    p.set_defaults(func=_cmd_build)
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from keras_resnet.builder import build_resnet
 
     spec = _spec_from_args(args)
-    kwargs = {"classes": _default_classes(spec) if args.classes is None else args.classes}
-    if args.image_size is not None:
+    kwargs = {"classes": getattr(args, "classes", _default_classes(spec))}
+    if hasattr(args, "image_size"):
         kwargs["input_shape"] = (args.image_size, args.image_size, args.channels)
     model = build_resnet(spec, **kwargs)
     if not args.quiet:
@@ -47,77 +129,65 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec_from_args(args: argparse.Namespace):
-    """--model NAME or --spec FILE, with --width applied on top."""
-    import dataclasses
-    import json
-
-    from keras_resnet.spec import ResNetSpec, get_spec
-
-    if getattr(args, "spec", None):
-        try:
-            with open(args.spec) as f:
-                spec = ResNetSpec.from_dict(json.load(f))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read --spec {args.spec!r}: {e}") from None
-    else:
-        spec = get_spec(args.model)
-    if getattr(args, "width", None) is not None:
-        spec = dataclasses.replace(spec, width=args.width)
-    return spec
+# --- train, demo ---------------------------------------------------------------------------
 
 
-def _train_kwargs(args: argparse.Namespace) -> dict:
-    return dict(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.lr,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        mixed_precision=args.mixed_precision,
-        image_size=args.image_size,
-        channels=args.channels,
-        data_dir=args.data_dir,
-        download=args.download,
-        seed=args.seed,
-        augment=not args.no_augment,
+def _add_data_arguments(p: argparse.ArgumentParser, image_size_default: str) -> None:
+    p.add_argument("--dataset", default="digits", help="digits | a tfds name | an image folder")
+    p.add_argument("--image-size", type=int, help=f"resize side (default: {image_size_default})")
+    p.add_argument("--channels", type=int, help="1 or 3 (default: the dataset's own)")
+    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    p.add_argument("--download", action="store_true", help="let tfds download and prepare")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--seed", type=int, help="data split, shuffling and initialisation (0)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a ResNet and write a run directory")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help=f"a named spec (default {constants.DEMO_MODEL})")
+    which.add_argument("--spec", help="a spec JSON file (ResNetSpec.to_dict(), best_spec.json)")
+    p.add_argument("--width", type=float, help="width multiplier applied to the spec")
+    p.add_argument("--output", required=True, help="run directory (rerun to resume)")
+    _add_data_arguments(p, "the spec's input size")
+    p.add_argument("--epochs", type=int, help=f"default {constants.DEFAULT_EPOCHS}")
+    p.add_argument(
+        "--batch-size", type=int, help=f"global (default {constants.DEFAULT_BATCH_SIZE})"
     )
+    p.add_argument("--optimizer", help=_choices(constants.OPTIMIZERS))
+    p.add_argument(
+        "--lr",
+        dest="learning_rate",
+        type=float,
+        help=f"peak learning rate (default by optimizer: {constants.DEFAULT_LEARNING_RATE})",
+    )
+    p.add_argument("--schedule", help=_choices(constants.SCHEDULES))
+    p.add_argument("--warmup-epochs", type=int, help=f"default {constants.DEFAULT_WARMUP_EPOCHS}")
+    p.add_argument("--weight-decay", type=float, help=f"default {constants.DEFAULT_WEIGHT_DECAY}")
+    p.add_argument("--label-smoothing", type=float, help="default 0")
+    p.add_argument("--mixed-precision", help=_choices(constants.MIXED_PRECISION))
+    p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from keras_resnet.training import train
 
-    spec = _spec_from_args(args)
-    train(spec, args.dataset, output_dir=args.output, **_train_kwargs(args))
+    spec = _spec_from_args(args, default=constants.DEMO_MODEL)
+    train(spec, args.dataset, output_dir=args.output, **_given(args, TRAIN_KEYS))
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from keras_resnet.export import export_run
-
-    output = args.output or str(Path("saved_models") / Path(args.source).resolve().stem)
-    export_run(
-        args.source,
-        output,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        formats=args.formats,
-        overwrite=args.overwrite,
-        calibration_samples=args.calibration_samples,
-        verify_samples=args.verify_samples,
-        min_int8_agreement=args.min_int8_agreement,
-        preprocessing=args.preprocessing,
-        top_k=args.top_k,
-        uint8_signature=not args.no_uint8_signature,
-        latency_runs=args.latency_runs,
-        num_threads=args.threads,
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train ResNet-20 on the offline digits (the main job)")
+    p.add_argument("--output", default=constants.DEMO_RUN_DIR)
+    p.add_argument(
+        "--export",
+        default=constants.DEMO_EXPORT_DIR,
+        help="export the trained model here (every format; replaces only an earlier export, "
+        "and only when the model meets the bar); '' to skip",
     )
-    return 0
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -129,83 +199,76 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # Refused before the training, not after: --export replaces only an earlier export.
         check_output_dir(args.export, overwrite=True)
     metrics = train(
-        "resnet20",
-        "digits",
+        constants.DEMO_MODEL,
+        constants.DEMO_DATASET,
         output_dir=args.output,
-        epochs=DEMO_EPOCHS,
-        batch_size=DEMO_BATCH_SIZE,
-        image_size=DEMO_IMAGE_SIZE,
+        epochs=constants.DEMO_EPOCHS,
+        batch_size=constants.DEMO_BATCH_SIZE,
+        image_size=constants.DEMO_IMAGE_SIZE,
         seed=args.seed,
     )
-    ok = metrics["test_accuracy"] >= 0.98
+    ok = metrics["test_accuracy"] >= constants.DEMO_ACCURACY_BAR
     # A model under the bar must not replace an earlier, good export.
     if args.export and ok:
         export_run(args.output, args.export, formats="all", overwrite=True)
     skipped = f"; export skipped, {args.export} left as it was" if args.export and not ok else ""
     print(
         f"demo: ResNet-20 on digits, test accuracy {metrics['test_accuracy']:.4f} "
-        f"({'meets' if ok else 'MISSES'} the 0.98 bar) in {metrics['wall_seconds']:.0f} s"
-        f"{skipped}"
+        f"({'meets' if ok else 'MISSES'} the {constants.DEMO_ACCURACY_BAR} bar) in "
+        f"{metrics['wall_seconds']:.0f} s{skipped}"
     )
     return 0 if ok else 1
 
 
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from keras_resnet.tuning import SearchSpace, search
+# --- export --------------------------------------------------------------------------------
 
-    base = _spec_from_args(args) if args.spec or args.model else None
-    given = {
-        "widths": args.width_choices,
-        "num_stages": args.stages,
-        "blocks": None
-        if args.min_blocks is None and args.max_blocks is None
-        else (args.min_blocks, args.max_blocks),
-        "block_types": args.block_types,
-        "versions": args.versions,
-        "stems": args.stems,
-        "optimizers": args.optimizers,
-        "batch_sizes": args.batch_sizes,
-        "learning_rate": args.lr_range,
-        "weight_decay": args.weight_decay_range,
-    }
-    # A flag left out keeps SearchSpace's default (its None would switch the part off).
-    space = SearchSpace(**{k: v for k, v in given.items() if v is not None})
-    try:
-        search(
-            args.dataset,
-            output_dir=args.output,
-            base=base,
-            tuner=args.tuner,
-            objective=args.objective,
-            max_trials=args.max_trials,
-            max_epochs=args.max_epochs,
-            hyperband_factor=args.factor,
-            max_params=args.max_params,
-            max_latency_ms=args.max_latency_ms,
-            space=space,
-            image_size=args.image_size,
-            channels=args.channels,
-            data_dir=args.data_dir,
-            download=args.download,
-            augment=not args.no_augment,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            role=args.role,
-            oracle_address=args.oracle,
-            tuner_id=args.tuner_id,
-            allow_remote_oracle=args.allow_remote_oracle,
-            # Left out unless given: the library's default applies.
-            **({"oracle_timeout": args.oracle_timeout} if args.oracle_timeout is not None else {}),
-            retrain_epochs=args.retrain_epochs,
-            max_search_seconds=args.max_search_seconds,
-            max_consecutive_failed_trials=args.max_failed_trials,
-            verbose=0 if args.quiet else 1,
-        )
-    except RuntimeError as e:
-        # A search that ran and could not finish (every trial failed, ...): not a usage error.
-        print(f"keras-resnet tune: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a run or .keras file to .keras/SavedModel/TFLite")
+    p.add_argument("source", help="a run directory (its best.keras) or a .keras file")
+    p.add_argument("--output", help="directory to create (default saved_models/<source name>)")
+    p.add_argument("--formats", help="all | tflite | comma list of " + ", ".join(constants.FORMATS))
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --output")
+    p.add_argument("--dataset", help="calibration/verification data (default: the run's)")
+    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        help=f"int8 calibration images (default {constants.DEFAULT_CALIBRATION_SAMPLES})",
+    )
+    p.add_argument(
+        "--verify-samples",
+        type=int,
+        help=f"test images compared (default {constants.DEFAULT_VERIFY_SAMPLES})",
+    )
+    p.add_argument(
+        "--min-int8-agreement", type=float, help=f"default {constants.DEFAULT_MIN_INT8_AGREEMENT}"
+    )
+    p.add_argument("--preprocessing", help="uint8 signature: " + _choices(constants.PREPROCESSING))
+    p.add_argument("--top-k", type=int, help=f"default {constants.DEFAULT_TOP_K}")
+    p.add_argument("--no-uint8-signature", dest="uint8_signature", action="store_false")
+    p.add_argument(
+        "--latency-runs",
+        type=int,
+        help=f"batch-1 runs per TFLite file (default {constants.DEFAULT_LATENCY_RUNS})",
+    )
+    p.add_argument(
+        "--threads", dest="num_threads", type=int, help="LiteRT threads (default: all cores)"
+    )
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from keras_resnet.export import export_run
+
+    default = Path("saved_models") / Path(args.source).resolve().stem
+    export_run(args.source, getattr(args, "output", str(default)), **_given(args, EXPORT_KEYS))
     return 0
+
+
+# --- tune ----------------------------------------------------------------------------------
 
 
 def _list_of(kind: type, name: str):
@@ -224,8 +287,8 @@ def _list_of(kind: type, name: str):
     return parse
 
 
-def _int_range(text: str) -> int | tuple[int, int]:
-    """`3` or `2-4`."""
+def _stages_flag(text: str) -> int | tuple[int, int]:
+    """`--stages 3` or `--stages 2-4`."""
     low, dash, high = text.partition("-")
     try:
         return (int(low), int(high)) if dash else int(low)
@@ -249,30 +312,120 @@ def _float_range(name: str):
     return parse
 
 
-# 16x16 digits: 98%+ in a few minutes on 2 cores (32x32 costs 4x the time for the same accuracy).
-DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_IMAGE_SIZE = 40, 64, 16
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="Keras Tuner search over width and depth under budgets")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="base spec name (default: resnet20 < 64 px, else resnet18)")
+    which.add_argument("--spec", help="base spec JSON file")
+    p.add_argument("--output", required=True, help="run directory (rerun to resume)")
+    _add_data_arguments(p, "the base's input size")
+    p.add_argument("--tuner", help=_choices(constants.TUNERS))
+    p.add_argument("--objective", help=_choices(constants.OBJECTIVES))
+    p.add_argument("--max-trials", type=int, help="default 20")
+    p.add_argument(
+        "--max-epochs", "--epochs", type=int, help="epochs per trial (Hyperband: the most)"
+    )
+    p.add_argument("--factor", dest="hyperband_factor", type=int, help="Hyperband's (3)")
+    p.add_argument("--max-params", type=int, help="parameter budget")
+    p.add_argument("--max-latency-ms", type=float, help="batch-1 latency budget on this machine")
+    p.add_argument("--retrain-epochs", type=int, help="retrain the best this long (0: keep it)")
+    p.add_argument("--max-search-seconds", type=float, help="start no trial after this long")
+    p.add_argument(
+        "--max-failed-trials",
+        dest="max_consecutive_failed_trials",
+        type=int,
+        help="stop after this many failed trials in a row (default 3)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start the search over")
+    p.add_argument("--quiet", action="store_true", default=False, help="only the final table")
+    _add_space_arguments(p)
+    _add_distributed_arguments(p)
+    p.set_defaults(func=_cmd_tune)
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    p.add_argument("--optimizer", default="sgd", help="sgd | adam | adamw")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 SGD, 1e-3 Adam)")
-    p.add_argument("--schedule", default="cosine", help="cosine | step | constant")
-    p.add_argument("--warmup-epochs", type=int, default=1)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--mixed-precision", help="mixed_float16 | mixed_bfloat16")
-    p.add_argument("--image-size", type=int, help="resize side (default: the spec's input size)")
-    p.add_argument("--channels", type=int, help="1 or 3 (default: the dataset's own)")
-    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
-    p.add_argument("--download", action="store_true", help="let tfds download and prepare")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true")
+def _add_space_arguments(p: argparse.ArgumentParser) -> None:
+    widths = ",".join(f"{w:g}" for w in constants.DEFAULT_WIDTHS)
+    p.add_argument(
+        "--width-choices", dest="widths", type=_list_of(float, "--width-choices"), help=widths
+    )
+    p.add_argument("--stages", dest="num_stages", type=_stages_flag, help="N or MIN-MAX")
+    p.add_argument("--min-blocks", type=int, help="fewest blocks per stage (default 1)")
+    p.add_argument("--max-blocks", type=int, help="most blocks per stage (default: the base's)")
+    for flag, values in (
+        ("--block-types", "basic,bottleneck"),
+        ("--versions", "v1,v2"),
+        ("--stems", "cifar,imagenet (default by size)"),
+        ("--optimizers", ",".join(constants.OPTIMIZERS)),
+    ):
+        p.add_argument(flag, type=_list_of(str, flag), help=values)
+    p.add_argument("--batch-sizes", type=_list_of(int, "--batch-sizes"), help="e.g. 32,64,128")
+    for flag, dest in (("--lr-range", "learning_rate"), ("--weight-decay-range", "weight_decay")):
+        p.add_argument(
+            flag,
+            dest=dest,
+            type=_float_range(flag),
+            help="LOW,HIGH (log-sampled) or one value (default by optimizer)",
+        )
+
+
+def _add_distributed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--role", help=_choices(constants.ROLES) + " (distributed search, see docs/tuning.md)"
+    )
+    p.add_argument("--oracle", dest="oracle_address", help="the chief's HOST:PORT")
+    p.add_argument(
+        "--tuner-id", help="a worker's unique, stable id: 1-64 of A-Z a-z 0-9 _ - (see docs)"
+    )
+    p.add_argument(
+        "--oracle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a worker exits when its chief does not answer this long "
+        f"(default {constants.DEFAULT_ORACLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--allow-remote-oracle",
+        action="store_true",
+        help="let the chief listen on a non-loopback address: its port accepts "
+        "unauthenticated connections, so use a trusted private network only",
+    )
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from keras_resnet.tuning import SearchSpace, search
+
+    space = _given(args, SPACE_KEYS)
+    if hasattr(args, "min_blocks") or hasattr(args, "max_blocks"):
+        space["blocks"] = (getattr(args, "min_blocks", None), getattr(args, "max_blocks", None))
+    try:
+        search(
+            args.dataset,
+            output_dir=args.output,
+            base=_spec_from_args(args),
+            space=SearchSpace(**space),
+            verbose=0 if args.quiet else 1,
+            **_given(args, SEARCH_KEYS),
+        )
+    except RuntimeError as e:
+        # A search that ran and could not finish (every trial failed, ...): not a usage error.
+        print(f"keras-resnet tune: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- the command ---------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line: the error, then where the usage is."""
+    """argparse with its errors on one line, and flags not given left out of the namespace.
+
+    `argument_default=SUPPRESS` (for the subcommands' parsers too, which argparse makes
+    of this class): a flag that was not given is absent, so the library's default applies.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("argument_default", argparse.SUPPRESS)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -281,155 +434,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="keras-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("list", help="named specs with their parameter counts")
-    p.set_defaults(func=_cmd_list)
-
-    p = sub.add_parser("build", help="build a named spec, print its summary and parameter count")
-    p.add_argument("model", help="a named spec, e.g. resnet50 (see `keras-resnet list`)")
-    p.add_argument("--width", type=float, help="width multiplier")
-    p.add_argument("--classes", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--quiet", action="store_true", help="only the parameter count")
-    p.set_defaults(func=_cmd_build)
-
-    p = sub.add_parser("train", help="train a ResNet and write a run directory")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", default="resnet20", help="a named spec (default resnet20)")
-    which.add_argument("--spec", help="a spec JSON file (ResNetSpec.to_dict(), best_spec.json)")
-    p.add_argument("--width", type=float, help="width multiplier applied to the spec")
-    p.add_argument("--dataset", default="digits", help="digits | a tfds name | an image folder")
-    p.add_argument("--output", required=True, help="run directory (rerun to resume)")
-    _add_train_arguments(p)
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("export", help="export a run or .keras file to .keras/SavedModel/TFLite")
-    p.add_argument("source", help="a run directory (its best.keras) or a .keras file")
-    p.add_argument("--output", help="directory to create (default saved_models/<source name>)")
-    p.add_argument(
-        "--formats",
-        default="all",
-        help="all | tflite | comma list of "
-        + ", ".join(
-            (
-                "keras",
-                "saved_model",
-                "tflite_fp32",
-                "tflite_fp16",
-                "tflite_dynamic",
-                "tflite_int8",
-                "onnx",
-            )
-        ),
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.add_argument("--dataset", help="calibration/verification data (default: the run's)")
-    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
-    p.add_argument("--calibration-samples", type=int, default=200, help="int8 calibration images")
-    p.add_argument("--verify-samples", type=int, default=1000, help="test images compared")
-    p.add_argument("--min-int8-agreement", type=float, default=0.99)
-    p.add_argument("--preprocessing", default="unit", help="uint8 signature: unit|caffe|tf|none")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--no-uint8-signature", action="store_true")
-    p.add_argument("--latency-runs", type=int, default=50, help="batch-1 runs per TFLite file")
-    p.add_argument("--threads", type=int, help="LiteRT threads for latency (default: all cores)")
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("tune", help="Keras Tuner search over width and depth under budgets")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", help="base spec name (default: resnet20 < 64 px, else resnet18)")
-    which.add_argument("--spec", help="base spec JSON file")
-    p.add_argument("--dataset", default="digits", help="digits | a tfds name | an image folder")
-    p.add_argument("--output", required=True, help="run directory (rerun to resume)")
-    p.add_argument("--tuner", default="hyperband", help="hyperband | random | bayesian")
-    p.add_argument("--objective", default="val_accuracy", help="val_accuracy | val_loss")
-    p.add_argument("--max-trials", type=int, default=20)
-    p.add_argument(
-        "--max-epochs",
-        "--epochs",
-        type=int,
-        default=10,
-        help="epochs per trial (Hyperband: the most any trial trains)",
-    )
-    p.add_argument("--factor", type=int, default=3, help="Hyperband reduction factor")
-    p.add_argument("--max-params", type=int, help="parameter budget")
-    p.add_argument("--max-latency-ms", type=float, help="batch-1 latency budget on this machine")
-    p.add_argument(
-        "--width-choices",
-        type=_list_of(float, "--width-choices"),
-        help="e.g. 0.25,0.5,1 (default 0.25,0.5,0.75,1,1.5,2)",
-    )
-    p.add_argument("--stages", type=_int_range, help="number of stages: N or MIN-MAX")
-    p.add_argument("--min-blocks", type=int, help="fewest blocks per stage (default 1)")
-    p.add_argument("--max-blocks", type=int, help="most blocks per stage (default: the base's)")
-    p.add_argument("--block-types", type=_list_of(str, "--block-types"), help="basic,bottleneck")
-    p.add_argument("--versions", type=_list_of(str, "--versions"), help="v1,v2")
-    p.add_argument(
-        "--stems", type=_list_of(str, "--stems"), help="cifar,imagenet (default by size)"
-    )
-    p.add_argument("--optimizers", type=_list_of(str, "--optimizers"), help="sgd,adam,adamw")
-    p.add_argument("--batch-sizes", type=_list_of(int, "--batch-sizes"), help="e.g. 32,64,128")
-    p.add_argument(
-        "--lr-range",
-        type=_float_range("--lr-range"),
-        help="learning rate: LOW,HIGH (log-sampled) or one value (default by optimizer)",
-    )
-    p.add_argument(
-        "--weight-decay-range",
-        type=_float_range("--weight-decay-range"),
-        help="weight decay: LOW,HIGH (log-sampled) or one value (default by optimizer)",
-    )
-    p.add_argument("--image-size", type=int, help="resize side (default: the base's input size)")
-    p.add_argument("--channels", type=int, help="1 or 3 (default: the dataset's own)")
-    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
-    p.add_argument("--download", action="store_true", help="let tfds download and prepare")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--retrain-epochs",
-        type=int,
-        default=0,
-        help="retrain the best candidate this long (0: keep its trial weights)",
-    )
-    p.add_argument("--max-search-seconds", type=float, help="start no trial after this long")
-    p.add_argument(
-        "--max-failed-trials",
-        type=int,
-        default=3,
-        help="stop after this many failed trials in a row (keras-tuner's limit)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="start the search over")
-    p.add_argument("--role", help="chief | worker (distributed search, see docs/tuning.md)")
-    p.add_argument("--oracle", help="the chief's HOST:PORT")
-    p.add_argument(
-        "--tuner-id", help="a worker's unique, stable id: 1-64 of A-Z a-z 0-9 _ - (see docs)"
-    )
-    p.add_argument(
-        "--oracle-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="a worker exits when its chief does not answer this long (default 30)",
-    )
-    p.add_argument(
-        "--allow-remote-oracle",
-        action="store_true",
-        help="let the chief listen on a non-loopback address: its port accepts "
-        "unauthenticated connections, so use a trusted private network only",
-    )
-    p.add_argument("--quiet", action="store_true", help="only the final table")
-    p.set_defaults(func=_cmd_tune)
-
-    p = sub.add_parser("demo", help="train ResNet-20 on the offline digits (the main job)")
-    p.add_argument("--output", default="runs/demo")
-    p.add_argument(
-        "--export",
-        default="saved_models/digits-resnet20",
-        help="export the trained model here (every format; replaces only an earlier export, "
-        "and only when the model meets the bar); '' to skip",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_demo)
+    for add in (_add_list, _add_build, _add_train, _add_export, _add_tune, _add_demo):
+        add(sub)
     return parser
 
 
@@ -459,8 +465,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Anything else is a bug: one line says what the command was doing, then the traceback.
     """
-    from keras_resnet.training import TrainingDivergedError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     prefix = f"{parser.prog} {args.command}: error:"

@@ -61,15 +61,20 @@ from keras_resnet._io import (
 )
 from keras_resnet._io import write_json as _write_json
 from keras_resnet.builder import build_resnet
+from keras_resnet.constants import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_WARMUP_EPOCHS,
+    DEFAULT_WEIGHT_DECAY,
+    MIXED_PRECISION,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 from keras_resnet.data import DatasetSplits, load_dataset
+from keras_resnet.errors import TrainingDivergedError
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.version import __version__
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
-MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
-DEFAULT_LEARNING_RATE = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
-DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adam": 0.0, "adamw": 0.05}
 
 # Files of a run directory.
 RUN_CONFIG, METRICS, HISTORY = "run.json", "metrics.json", "history.csv"
@@ -80,12 +85,12 @@ BEST, LAST, CURVES = "best.keras", "last.keras", "curves.png"
 class TrainConfig:
     """Hyperparameters of a run (what `run.json` records besides spec and dataset)."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optimizer: str = OPTIMIZERS[0]
     learning_rate: float | None = None
-    schedule: str = "cosine"
-    warmup_epochs: int = 1
+    schedule: str = SCHEDULES[0]
+    warmup_epochs: int = DEFAULT_WARMUP_EPOCHS
     weight_decay: float | None = None
     label_smoothing: float = 0.0
     mixed_precision: str | None = None
@@ -210,10 +215,6 @@ class _Throughput(keras.callbacks.Callback):
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; the run keeps its last good epoch."""
 
 
 class _StopOnDivergence(keras.callbacks.Callback):

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import cli, export
+from keras_resnet import constants, export
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
 from keras_resnet.spec import StageSpec
@@ -639,8 +639,8 @@ def test_a_demo_under_the_bar_keeps_the_earlier_export(exported, tmp_path, capsy
     """A real demo run cut to one epoch at 8 px, which misses the bar by far."""
     earlier = _export_copy(exported[0], tmp_path / "digits-resnet20", "earlier")
     before = _snapshot(tmp_path)
-    monkeypatch.setattr(cli, "DEMO_EPOCHS", 1)
-    monkeypatch.setattr(cli, "DEMO_IMAGE_SIZE", 8)
+    monkeypatch.setattr(constants, "DEMO_EPOCHS", 1)
+    monkeypatch.setattr(constants, "DEMO_IMAGE_SIZE", 8)
     run = tmp_path / "demo"
     code, out, _ = run_cli(capsys, "demo", "--output", str(run), "--export", str(earlier))
     assert code == 1 and (run / "metrics.json").is_file()

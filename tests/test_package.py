@@ -32,3 +32,20 @@ def test_lazy_submodules_and_public_names():
     for name in keras_resnet.__all__:
         assert hasattr(keras_resnet, name), name
     assert keras_resnet.__version__.count(".") == 2
+
+
+def test_the_command_parses_and_refuses_without_importing_tensorflow():
+    script = (
+        "import sys\n"
+        "from keras_resnet import cli\n"
+        "cli.build_parser().parse_args(['tune', '--output', 'x', '--stages', '2-3'])\n"
+        "try:\n"
+        "    cli.main(['train', '--output', 'x', '--epochs', 'many'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 2\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    assert out.stderr.strip().endswith("invalid int value: 'many' (see keras-resnet train --help)")
