@@ -8,7 +8,7 @@ run_dir/
   run.json          what was asked (spec, dataset, hyperparameters): a rerun must match
   best.keras        the epoch with the lowest validation loss
   last.keras        the last finished epoch
-  history.csv       per-epoch metrics (Keras' CSVLogger)
+  history.csv       per-epoch metrics (CSVLogger's columns, rewritten atomically)
   logs/             TensorBoard
   backup/           Keras' BackupAndRestore state while a run is unfinished
   curves.png        loss and accuracy, train vs validation
@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -58,6 +59,7 @@ from keras_resnet._io import (
     commit,
     read_json_object,
     temp_path_for,
+    write_text_atomic,
 )
 from keras_resnet._io import write_json as _write_json
 from keras_resnet.builder import build_resnet
@@ -316,6 +318,33 @@ def _discard_corrupt_checkpoints(run_dir: Path, trained: bool) -> list[str]:
     if discarded:
         print(f"{run_dir}: discarded damaged {', '.join(discarded)}; the next epoch rewrites it.")
     return discarded
+
+
+class _History(keras.callbacks.Callback):
+    """Keras' CSVLogger, but the file is rewritten atomically each epoch instead of appended.
+
+    An append cut by a kill leaves a torn last row whose number may still parse (0.98 cut
+    to 0.9); a rename never does. A resumed run's rows replace the repeated epochs.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.rows: dict[int, dict[str, float]] = {}
+
+    def on_train_begin(self, logs=None):
+        self.rows = {
+            int(r["epoch"]): {**r, "epoch": int(r["epoch"])} for r in _read_history(self.path)
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        columns = ["epoch", *sorted({k for r in self.rows.values() for k in r} - {"epoch"})]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows[e] for e in sorted(self.rows))
+        write_text_atomic(self.path, text.getvalue())
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
@@ -682,7 +711,7 @@ def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose) 
     divergence = _StopOnDivergence()
     callbacks = [
         divergence,  # first: the checkpoints below skip an epoch it flags
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+        _History(run_dir / HISTORY),
         _AtomicCheckpoint(
             run_dir / BEST,
             divergence,
