@@ -1,5 +1,6 @@
 """Export: every format written, reloaded in its own runtime and compared; atomic; every error."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import pytest
 from keras_resnet import constants, export
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
+from keras_resnet.export import core
 from keras_resnet.spec import StageSpec
 from keras_resnet.training import train
 from tests.helpers import run_cli, tiny_spec
@@ -344,6 +346,57 @@ def test_parse_formats():
         export.parse_formats("tflite_int4")
     with pytest.raises(ValueError, match="names no format"):
         export.parse_formats([])
+
+
+def test_export_options_check_every_option_when_made():
+    options = export.ExportOptions(formats="keras,tflite", latency_runs=0)
+    assert options.formats == ("keras", *TFLITE)
+    assert dataclasses.replace(options, top_k=3).formats == options.formats
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.top_k = 3
+    tols = export.ExportOptions(min_int8_agreement=0.9).resolved_tolerances()
+    assert tols["tflite_int8"] == {"top1_agreement": 0.9}
+    assert tols["tflite_fp16"] == export.DEFAULT_TOLERANCES["tflite_fp16"]
+    for bad, message in [
+        ({"formats": "tflite_int4"}, "Received: formats='tflite_int4'"),
+        ({"preprocessing": "imagenet"}, "Received: preprocessing='imagenet'"),
+        ({"top_k": 0}, "Received: top_k=0"),
+        ({"calibration_samples": 0}, "Received: calibration_samples=0"),
+        ({"verify_samples": -1}, "Received: verify_samples=-1"),
+        ({"latency_runs": -1}, "Received: latency_runs=-1"),
+        ({"tolerances": {"tflite_int4": {}}}, "Received: tolerances="),
+        ({"tolerances": {"keras": {"max_abs_diff": -1}}}, "Unknown or negative tolerance"),
+        ({"min_int8_agreement": 1.5}, "Received: min_int8_agreement=1.5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            export.ExportOptions(**bad)
+    with pytest.raises(ValueError, match="must be an ExportOptions"):
+        export.export_model(None, "unused", options={"formats": "keras"})
+
+
+def test_every_format_has_one_writer_run_in_format_order():
+    assert list(core.WRITERS) == list(export.FORMATS)
+
+
+def test_export_model_takes_options_and_keyword_overrides(run_dir, tmp_path):
+    model = keras.saving.load_model(run_dir / "best.keras")
+    options = export.ExportOptions(formats="keras", latency_runs=0, verbose=False)
+    manifest = export.export_model(model, tmp_path / "a", options=options)
+    assert set(manifest["artifacts"]) == {"keras"}
+    with pytest.raises(ValueError, match="already exists"):
+        export.export_model(model, tmp_path / "a", options=options)
+    manifest = export.export_model(
+        model, tmp_path / "a", options=options, overwrite=True, formats="tflite_fp32"
+    )
+    assert set(manifest["artifacts"]) == {"tflite_fp32"}
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "labels.txt",
+        "manifest.json",
+        "tflite",
+    ], "the SavedModel the TFLite file was converted from was left behind"
+    with pytest.raises(TypeError, match="formts"):
+        export.export_model(model, tmp_path / "b", options=options, formts="keras")
+    assert not (tmp_path / "b").exists()
 
 
 def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
