@@ -16,38 +16,28 @@ True
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+# The timing primitives are the library's (one policy for every latency we report);
+# this module adds the paired A/B statistics only the benchmark needs.
+from keras_resnet.timing import calls_for, rotated, summary, time_calls
+
+__all__ = [
+    "calls_for",
+    "compare",
+    "difference",
+    "interleave",
+    "rotated",
+    "speed_ratio",
+    "summary",
+    "time_calls",
+    "within_noise_at_least",
+]
+
 BOOTSTRAP_RESAMPLES = 2000
-
-
-def time_calls(fn: Callable[[], Any], calls: int) -> float:
-    """Mean seconds per call over `calls` consecutive calls of `fn`."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def calls_for(fn: Callable[[], Any], min_seconds: float) -> int:
-    """How many calls make a sample of at least `min_seconds` (one timed call decides)."""
-    once = time_calls(fn, 1)
-    return max(1, math.ceil(min_seconds / max(once, 1e-9)))
-
-
-def rotated(keys: Sequence[Any], round_index: int) -> list[Any]:
-    """`keys` started at a different one each round, so no side always runs first.
-
-    >>> rotated(["a", "b", "c"], 1)
-    ['b', 'c', 'a']
-    """
-    start = round_index % len(keys)
-    return [*keys[start:], *keys[:start]]
 
 
 def interleave(
@@ -77,22 +67,6 @@ def interleave(
                 before()
             samples[side].append(time_calls(fn, calls))
     return samples
-
-
-def summary(samples: Sequence[float], *, digits: int = 6) -> dict[str, Any]:
-    """Median, quartiles, extremes, count and the raw samples (rounded)."""
-    a = np.asarray(samples, dtype=float)
-    q25, median, q75 = np.percentile(a, [25, 50, 75])
-    return {
-        "median": float(median),
-        "q25": float(q25),
-        "q75": float(q75),
-        "min": float(a.min()),
-        "max": float(a.max()),
-        "n": int(a.size),
-        "iqr_over_median": float((q75 - q25) / median) if median else None,
-        "samples": [float(f"{x:.{digits}g}") for x in a],
-    }
 
 
 def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
