@@ -39,9 +39,17 @@ def time_calls(fn: Callable[[], Any], calls: int) -> float:
 
 
 def calls_for(fn: Callable[[], Any], min_seconds: float) -> int:
-    """How many calls make a sample of at least `min_seconds` (one timed call decides)."""
-    once = time_calls(fn, 1)
-    return max(1, math.ceil(min_seconds / max(once, 1e-9)))
+    """How many calls make a sample of at least `min_seconds`, as `timeit.Timer.autorange`.
+
+    The count grows until a timed sample of that many calls lasted `min_seconds`, so one
+    slow or fast first call does not decide it.
+    """
+    calls = 1
+    while True:
+        seconds = time_calls(fn, calls) * calls
+        if seconds >= min_seconds:
+            return calls
+        calls = max(2 * calls, math.ceil(calls * min_seconds / max(seconds, 1e-9)))
 
 
 def rotated(keys: Sequence[Any], round_index: int) -> list[Any]:
