@@ -33,7 +33,6 @@ import dataclasses
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import re
@@ -659,9 +658,10 @@ def section_tflite(ctx: Context) -> dict[str, Any]:
         ),
         "what": (
             f"{s.tflite_rounds} rounds, the order of Keras and the variants rotating each "
-            f"round; a round's figure is the median of at least {s.tflite_runs} invocations, "
-            f"as many as last {s.min_sample_seconds} s (runs_per_round; "
-            "export.tflite_latency); reported: the median over rounds"
+            f"round; a round's figure is the median of {s.tflite_runs} samples of "
+            "keras_resnet.timing.latency, each as many invocations as last "
+            f"{s.min_sample_seconds / s.tflite_runs:g} s (runs_per_round: invocations in all); "
+            "reported: the median over rounds"
         ),
         "models": {},
     }
@@ -723,39 +723,25 @@ def _tflite_model(name: str, ctx: Context, threads: int) -> dict[str, Any]:
         "keras_tf_function": lambda: forward(x1_tensor).numpy(),
     }
 
-    def keras_round(fn: Callable[[], Any], runs: int) -> float:
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1e3)
+    # A round is `tflite_runs` samples of the library's timing policy, each sized to last
+    # min_sample_seconds / tflite_runs (20 calls of a 0.15 ms model are too few to time).
+    policy = {"min_sample_seconds": s.min_sample_seconds / s.tflite_runs}
 
-    def tflite_round(content: bytes, runs: int, **kwargs: Any) -> float:
-        result = export.tflite_latency(content, runs=runs, warmup=3, **kwargs)
+    def one_round(key: str) -> dict[str, Any]:
+        if key in keras_calls:
+            return timing.latency(keras_calls[key], samples=s.tflite_runs, warmup=0, **policy)
+        result = export.tflite_latency(
+            contents[key], runs=s.tflite_runs, warmup=3, num_threads=threads, **policy
+        )
         out["runtime"] = result["runtime"]
-        return float(result["median_ms"])
-
-    def runs_for(ms: float) -> int:
-        # At least `tflite_runs` invocations, and enough that a round lasts
-        # `min_sample_seconds`: 20 calls of a 0.15 ms model are too few to time.
-        return max(s.tflite_runs, min(5000, math.ceil(s.min_sample_seconds * 1e3 / ms)))
+        return result
 
     order = [*keras_calls, *export.TFLITE_VARIANTS]
-    runs: dict[str, int] = {}
-    for key in order:  # warm-up, and a first timing that sizes the rounds
-        if key in keras_calls:
-            runs[key] = runs_for(keras_round(keras_calls[key], 3))
-        else:
-            runs[key] = runs_for(tflite_round(contents[key], 3, num_threads=threads))
-    out["runs_per_round"] = runs
+    out["runs_per_round"] = {key: one_round(key)["runs"] for key in order}  # and a warm-up
     rounds: dict[str, list[float]] = {key: [] for key in order}
     for r in range(s.tflite_rounds):
         for key in timing.rotated(order, r):
-            if key in keras_calls:
-                rounds[key].append(keras_round(keras_calls[key], runs[key]))
-            else:
-                rounds[key].append(tflite_round(contents[key], runs[key], num_threads=threads))
+            rounds[key].append(one_round(key)["median_ms"])
     out["keras_latency_ms"] = timing.summary(rounds["keras"])
     out["keras_tf_function_latency_ms"] = timing.summary(rounds["keras_tf_function"])
     for variant, record in variants.items():
@@ -772,32 +758,36 @@ def _tflite_model(name: str, ctx: Context, threads: int) -> dict[str, Any]:
             f"{_fmt_ratio(record['speedup_vs_keras_tf_function'])} (tf.function)"
         )
     out["variants"] = variants
-    out["kernels_1_thread"] = _tflite_kernels(contents, s, tflite_round, runs_for)
+    out["kernels_1_thread"] = _tflite_kernels(contents, s, policy)
     return out
 
 
 def _tflite_kernels(
-    contents: dict[str, bytes],
-    s: Settings,
-    tflite_round: Callable[..., float],
-    runs_for: Callable[[float], int],
+    contents: dict[str, bytes], s: Settings, policy: dict[str, float]
 ) -> dict[str, Any]:
     """fp32 against int8 on one thread, with XNNPACK (LiteRT's default) and without it.
 
     Evidence for why int8 is or is not faster than fp32 on this CPU: which of
     the two kernel libraries gains from int8, measured rather than assumed.
     """
+    from keras_resnet import export
+
     configs = [
         (kernels, variant) for kernels in ("xnnpack", "builtin") for variant in ("fp32", "int8")
     ]
     kwargs = {"xnnpack": {"xnnpack": True}, "builtin": {"xnnpack": False}}
-    runs = {
-        c: runs_for(tflite_round(contents[c[1]], 2, num_threads=1, **kwargs[c[0]])) for c in configs
-    }
+
+    def one_round(config: tuple[str, str]) -> float:
+        kernels, variant = config
+        return export.tflite_latency(
+            contents[variant], runs=s.tflite_runs, warmup=3, num_threads=1, **kwargs[kernels],
+            **policy,
+        )["median_ms"]  # fmt: skip
+
     rounds: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
     for r in range(max(2, s.tflite_rounds // 2)):
         for c in timing.rotated(configs, r):
-            rounds[c].append(tflite_round(contents[c[1]], runs[c], num_threads=1, **kwargs[c[0]]))
+            rounds[c].append(one_round(c))
     out: dict[str, Any] = {
         "what": (
             "num_threads=1; xnnpack: LiteRT's default (XNNPACK delegate); builtin: "

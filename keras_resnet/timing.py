@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-MIN_SAMPLE_SECONDS = 0.005
-"""A sample lasts at least this long (perf_counter's resolution is ~100 ns; 5 ms is far above)."""
+MIN_SAMPLE_SECONDS = 0.001
+"""A sample lasts at least this long (perf_counter resolves ~100 ns; 1 ms is far above)."""
 
 
 def time_calls(fn: Callable[[], Any], calls: int) -> float:

@@ -124,7 +124,7 @@ def test_tflite_variants_sizes_io_latency_and_gpu_report(exported):
         assert a[fmt]["signature_inputs"] == ["images"], fmt
         assert a[fmt]["signature_outputs"] == ["probabilities"], fmt
         latency = a[fmt]["latency_batch1"]
-        assert latency["runs"] == 20 and 0 < latency["p10_ms"] <= latency["median_ms"]
+        assert latency["samples"] == 20 and 0 < latency["p10_ms"] <= latency["median_ms"]
         assert a[fmt]["gpu_delegate"]["analyzer"].startswith("tf.lite.experimental.Analyzer")
     for fmt in ("tflite_fp32", "tflite_fp16"):
         assert a[fmt]["gpu_delegate"]["compatible"], a[fmt]["gpu_delegate"]

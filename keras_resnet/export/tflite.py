@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from keras_resnet.constants import TFLITE_VARIANTS
 from keras_resnet.export.export_utils import as_images, check_classifier, package_version
-from keras_resnet.export.latency import median_latency
 from keras_resnet.export.saved_model import write_saved_model
+from keras_resnet.timing import MIN_SAMPLE_SECONDS, latency
 
 
 def _check_variant(variant: str) -> None:
@@ -170,8 +170,12 @@ def tflite_latency(
     warmup: int = 5,
     num_threads: int | None = None,
     xnnpack: bool = True,
+    min_sample_seconds: float = MIN_SAMPLE_SECONDS,
 ) -> dict[str, Any]:
-    """Batch-1 latency of a `.tflite` model in the LiteRT interpreter (median of `runs`).
+    """Batch-1 latency of a `.tflite` model in the LiteRT interpreter (median of `runs` samples).
+
+    Timed by `keras_resnet.timing.latency`: each sample is as many invocations as
+    last `min_sample_seconds`.
 
     `num_threads=None` uses every core (`os.cpu_count()`), as a phone app
     would configure; the number used is returned. `xnnpack=False` runs
@@ -189,7 +193,9 @@ def tflite_latency(
     rng = np.random.default_rng(0)
     x = _quantize(rng.uniform(0.0, 1.0, shape).astype(np.float32), inp)
     interpreter.set_tensor(inp["index"], x)
-    result = median_latency(interpreter.invoke, runs, warmup)
+    result = latency(
+        interpreter.invoke, samples=runs, warmup=warmup, min_sample_seconds=min_sample_seconds
+    )
     return {
         **result,
         "num_threads": threads,
