@@ -405,12 +405,12 @@ def test_cli_errors_exit_2_with_one_line(capsys, tmp_path, argv, names):
      ("0.0.0.0:8000", True), ("chief.cluster.local:8000", True)],
 )  # fmt: skip
 def test_a_chief_on_loopback_or_with_allow_remote_oracle_is_accepted(address, allow):
-    from keras_resnet.tuning import _check_distributed
+    from keras_resnet.tuning.distributed import check_distributed
 
-    _check_distributed("chief", address, None, False, allow_remote_oracle=allow)
+    check_distributed("chief", address, None, False, allow_remote_oracle=allow)
     if allow:
         with pytest.raises(ValueError, match="not a loopback address"):
-            _check_distributed("chief", address, None, False)
+            check_distributed("chief", address, None, False)
 
 
 def test_cli_ranges_reach_the_search_space(monkeypatch, tmp_path):
@@ -586,10 +586,10 @@ def test_a_worker_whose_chief_is_unreachable_exits_in_one_line(tmp_path, capsys)
 def test_every_call_to_a_lost_chief_has_a_deadline(tmp_path):
     """keras-tuner's client waits up to an hour per call; a worker's calls get
     `oracle_timeout` (a chief that died after the worker connected looks the same)."""
-    from keras_resnet.tuning import _tuner_environment
+    from keras_resnet.tuning.distributed import tuner_environment
 
     hm = HyperResNet((8, 8, 1), 10, space=FOUR)
-    with _tuner_environment("worker", f"127.0.0.1:{_free_port()}", "w0"):
+    with tuner_environment("worker", f"127.0.0.1:{_free_port()}", "w0"):
         tuner = make_tuner(hm, "random", directory=tmp_path, oracle_timeout=1.5)
         started = time.perf_counter()
         with pytest.raises(OracleUnreachableError, match=r"127\.0\.0\.1:\d+ within 1.5 s"):
@@ -688,7 +688,7 @@ def test_an_epoch_with_a_nan_loss_counts_as_diverged_whatever_its_val_accuracy()
 
 
 def test_budgets_each_reachable_alone_but_not_together_fail_before_training(monkeypatch):
-    from keras_resnet import tuning
+    from keras_resnet.tuning.budgets import check_budgets_reachable
 
     # Made-up latencies where the small candidates are the slow ones: width 0.5
     # fits max_params, width 1.0 fits max_latency_ms, none fits both.
@@ -696,11 +696,11 @@ def test_budgets_each_reachable_alone_but_not_together_fail_before_training(monk
         return 5.0 if spec.width == 0.5 else 1.0
 
     monkeypatch.setattr(HyperResNet, "latency_ms", latency)
-    tuning._check_budgets_reachable(HyperResNet((8, 8, 1), 10, space=FOUR, max_params=10_000))
-    tuning._check_budgets_reachable(HyperResNet((8, 8, 1), 10, space=FOUR, max_latency_ms=2.0))
+    check_budgets_reachable(HyperResNet((8, 8, 1), 10, space=FOUR, max_params=10_000))
+    check_budgets_reachable(HyperResNet((8, 8, 1), 10, space=FOUR, max_latency_ms=2.0))
     both = HyperResNet((8, 8, 1), 10, space=FOUR, max_params=10_000, max_latency_ms=2.0)
     with pytest.raises(ValueError, match=r"within max_params=10000 \(5 ms.*max_latency_ms=2.0"):
-        tuning._check_budgets_reachable(both)
+        check_budgets_reachable(both)
 
 
 def test_a_promoted_child_of_a_rejected_trial_is_rejected_on_a_host_without_its_latency(
@@ -728,10 +728,10 @@ def test_a_promoted_child_of_a_rejected_trial_is_rejected_on_a_host_without_its_
     [("127.0.0.1:8000", "127.0.0.1"), ("[::1]:8000", "[::1]"), ("::1:8000", "[::1]")],
 )
 def test_oracle_address_becomes_keras_tuner_variables_ipv6_in_brackets(address, ip):
-    from keras_resnet.tuning import _tuner_environment
+    from keras_resnet.tuning.distributed import tuner_environment
 
     before = {k: os.environ.get(k) for k in ("KERASTUNER_ORACLE_IP", "KERASTUNER_TUNER_ID")}
-    with _tuner_environment("worker", address, "worker-1"):
+    with tuner_environment("worker", address, "worker-1"):
         assert os.environ["KERASTUNER_ORACLE_IP"] == ip
         assert os.environ["KERASTUNER_ORACLE_PORT"] == "8000"
         assert os.environ["KERASTUNER_TUNER_ID"] == "worker-1"
@@ -743,12 +743,12 @@ def test_a_chief_whose_workers_keep_failing_stops_them_instead_of_hanging(tmp_pa
     handler; ours lets the trial go and hands every worker a STOPPED trial."""
     from keras_tuner.src.distribute import oracle_chief
 
-    from keras_resnet.tuning import _ORACLE_CLASSES
+    from keras_resnet.tuning.tuners import TUNER_CLASSES
 
     for name, value in {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1",
                         "KERASTUNER_ORACLE_PORT": "1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    oracle = _ORACLE_CLASSES["random"](
+    oracle = TUNER_CLASSES["random"].oracle(
         objective=kt.Objective("val_accuracy", "max"), max_trials=10,
         max_consecutive_failed_trials=2, seed=0,
     )  # fmt: skip
@@ -765,7 +765,7 @@ def test_a_chief_whose_workers_keep_failing_stops_them_instead_of_hanging(tmp_pa
     assert oracle_chief.exit_chief(oracle)
 
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker-1")  # not a chief: keras-tuner's error
-    local = _ORACLE_CLASSES["random"](
+    local = TUNER_CLASSES["random"].oracle(
         objective=kt.Objective("val_accuracy", "max"), max_trials=10,
         max_consecutive_failed_trials=1, seed=0,
     )  # fmt: skip
@@ -775,3 +775,32 @@ def test_a_chief_whose_workers_keep_failing_stops_them_instead_of_hanging(tmp_pa
     trial.status = kt.engine.trial.TrialStatus.FAILED
     with pytest.raises(RuntimeError, match="consecutive failures"):
         local.end_trial(trial)
+
+
+def test_the_keras_tuner_internals_we_use_are_still_there(monkeypatch):
+    """Each private keras-tuner name keras_resnet.tuning relies on (listed with the reason
+    in keras_resnet/tuning/_kt_internals.py), checked by name: a keras-tuner release that
+    moves or renames one fails here, not in the middle of a distributed search."""
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief, oracle_client
+    from keras_tuner.src.distribute.utils import is_chief_oracle
+    from keras_tuner.src.utils import save_json
+
+    from keras_resnet.tuning import _kt_internals
+
+    assert callable(save_json) and callable(is_chief_oracle) and callable(oracle_chief.exit_chief)
+    assert hasattr(protos.get_service_grpc(), "add_OracleServicer_to_server")
+    for cls, members in _kt_internals.PRIVATE_MEMBERS.items():
+        for name in members:
+            assert callable(getattr(cls, name, None)), f"{cls.__name__}.{name} is gone"
+    # A new private attribute in _kt_internals needs its own check below.
+    assert set(_kt_internals.PRIVATE_ATTRIBUTES) == {
+        "OracleClient.stub",
+        "OracleServicer.stop_triggered",
+    }
+    assert oracle_chief.OracleServicer(oracle=None).stop_triggered is False
+    for name, value in {"KERASTUNER_TUNER_ID": "w0", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                        "KERASTUNER_ORACLE_PORT": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    stub = oracle_client.OracleClient(oracle=None).stub  # no call made: nothing connects
+    assert all(callable(getattr(stub, call, None)) for call in ("CreateTrial", "EndTrial"))

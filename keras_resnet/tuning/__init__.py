@@ -1,0 +1,65 @@
+"""Keras Tuner search over ResNet width and depth, under parameter and latency budgets.
+
+`HyperResNet` is a `keras_tuner.HyperModel` that maps hyperparameters to a
+`ResNetSpec` and calls `build_resnet`; it has no layer code. `search` runs
+keras-tuner's Hyperband, random search or Bayesian optimisation with it on a
+`keras_resnet.data` dataset and leaves one run directory (trials.csv,
+pareto.png, best_spec.json, best.keras, summary.json; see `run_dir`).
+
+One concern a module:
+
+- `space`: `SearchSpace` (width multiplier, number of stages, blocks per stage,
+  block type, version, stem, optimizer, learning rate, weight decay, batch
+  size), its checks and range parsing, and the candidate specs.
+- `hypermodel`: `HyperResNet`, hyperparameters -> spec -> `build_resnet`, and `fit`.
+- `budgets`: `max_params` and `max_latency_ms`, rejected trials, and the check
+  that some candidate meets them before anything trains.
+- `latency`: `measure_latency`, `latency_runtime` and `LatencyCache`.
+- `tuners`: keras-tuner's oracles and tuners with the budgets built in, their
+  registry `TUNER_CLASSES` and `make_tuner`.
+- `distributed`: keras-tuner's chief/worker mode (environment, the chief's
+  server, the worker's client with deadlines, tuner-id checks).
+- `search`: `search` and `SearchConfig`; `run_dir`: the run directory's files,
+  locks and fingerprint check; `results`: what a finished search writes,
+  `pareto_front`.
+- `_kt_internals`: every keras-tuner internal the package relies on, and why.
+
+See docs/tuning.md.
+"""
+
+from keras_resnet.constants import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_OPTIMIZERS,
+    DEFAULT_ORACLE_TIMEOUT,
+    DEFAULT_WIDTHS,
+    OBJECTIVES,
+    TUNERS,
+)
+from keras_resnet.tuning.distributed import OracleUnreachableError
+from keras_resnet.tuning.hypermodel import HyperResNet
+from keras_resnet.tuning.latency import LatencyCache, latency_runtime, measure_latency
+from keras_resnet.tuning.results import pareto_front
+from keras_resnet.tuning.search import SearchConfig, search
+from keras_resnet.tuning.space import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAYS, SearchSpace
+from keras_resnet.tuning.tuners import make_tuner
+
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_LEARNING_RATES",
+    "DEFAULT_OPTIMIZERS",
+    "DEFAULT_ORACLE_TIMEOUT",
+    "DEFAULT_WEIGHT_DECAYS",
+    "DEFAULT_WIDTHS",
+    "OBJECTIVES",
+    "TUNERS",
+    "HyperResNet",
+    "LatencyCache",
+    "OracleUnreachableError",
+    "SearchConfig",
+    "SearchSpace",
+    "latency_runtime",
+    "make_tuner",
+    "measure_latency",
+    "pareto_front",
+    "search",
+]

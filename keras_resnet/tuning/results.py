@@ -1,0 +1,395 @@
+"""What a finished search writes: trials.csv, the Pareto front and its plot, the best
+model (its trial's weights, or retrained), summary.json and the top table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import keras_tuner as kt
+
+from keras_resnet._io import atomic_path, write_json, write_text_atomic
+from keras_resnet.constants import OBJECTIVES
+from keras_resnet.data import DatasetSplits
+from keras_resnet.spec import ResNetSpec
+from keras_resnet.training import train
+from keras_resnet.tuning.hypermodel import METRICS, HyperResNet
+from keras_resnet.tuning.latency import latency_runtime
+from keras_resnet.tuning.run_dir import (
+    BEST_MODEL,
+    BEST_SPEC,
+    PARETO_PNG,
+    RETRAIN,
+    SUMMARY,
+    TRIALS_CSV,
+)
+from keras_resnet.tuning.tuners import weights_only_restore
+
+if TYPE_CHECKING:
+    from keras_resnet.tuning.search import SearchConfig
+
+_STATUS = {"COMPLETED": "completed", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
+_CSV_FIELDS = (
+    "trial_id", "status", *METRICS, "params", "latency_ms", "epochs", "parent_trial", "width",
+    "num_stages", "blocks", "block", "version", "stem", "optimizer", "learning_rate",
+    "weight_decay", "batch_size", "message",
+)  # fmt: skip
+
+
+# --- trials ---------------------------------------------------------------------------------
+
+
+def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
+    """One row per trial: status, metrics, the spec's choices and the training settings."""
+    rows = []
+    for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
+        hp = trial.hyperparameters.copy()
+        metrics = {
+            name: trial.metrics.get_last_value(name)
+            for name in (*METRICS, "params", "latency_ms", "epochs", "rejected", "diverged")
+            if trial.metrics.exists(name)
+        }
+        status = _STATUS.get(trial.status, str(trial.status).lower())
+        message = ""
+        if status == "completed" and metrics.get("rejected"):
+            status = "rejected"
+            message = hm.budget.violation(int(metrics["params"]), metrics.get("latency_ms")) or ""
+            metrics.pop(hm.objective, None)
+        elif status == "completed" and metrics.get("diverged"):
+            status, message = "diverged", "loss became NaN"
+        elif status == "failed" and trial.message:
+            message = [line for line in trial.message.strip().splitlines() if line][-1]
+        spec = hm.declare_spec(hp)
+        train_hp = hm.training_hyperparameters(hp)
+        params = metrics.get("params")
+        rows.append(
+            {
+                "trial_id": trial.trial_id,
+                "status": status,
+                **{name: metrics.get(name) for name in METRICS},
+                "params": int(params) if params is not None else None,
+                "latency_ms": metrics.get("latency_ms"),
+                "epochs": int(metrics["epochs"]) if "epochs" in metrics else None,
+                "parent_trial": hp.values.get("tuner/trial_id"),
+                "width": spec.width,
+                "num_stages": len(spec.stages),
+                "blocks": "-".join(str(s.blocks) for s in spec.stages),
+                "block": spec.block,
+                "version": spec.version,
+                "stem": spec.stem,
+                **train_hp,
+                "message": message,
+                "spec": spec,
+            }
+        )
+    return rows
+
+
+def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in _CSV_FIELDS})
+    write_text_atomic(path, text.getvalue())
+
+
+def rank_trials(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    """Trained trials, best first; ties (a small validation split saturates) go to the
+    lower validation loss, then to fewer parameters."""
+    sign = -1.0 if OBJECTIVES[objective] == "max" else 1.0
+    done = [r for r in rows if r["status"] == "completed" and r.get(objective) is not None]
+    return sorted(
+        done,
+        key=lambda r: (
+            sign * r[objective],
+            r["val_loss"] if r.get("val_loss") is not None else math.inf,
+            r["params"],
+        ),
+    )
+
+
+# --- the Pareto front -----------------------------------------------------------------------
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: lower cost and higher score.
+
+    Example:
+
+    >>> pareto_front([(10, 0.9), (20, 0.95), (30, 0.93), (5, 0.5)])
+    [3, 0, 1]
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_pareto(
+    rows: list[dict[str, Any]], hm: HyperResNet, best_id: str | None, path: Path
+) -> None:
+    """The objective against parameters and against latency: trained candidates, the
+    Pareto front, the best, rejected ones and the budgets."""
+    # A bare Figure, not pyplot: the caller's backend (a notebook's inline one) is left alone.
+    from matplotlib import ticker
+    from matplotlib.figure import Figure
+
+    objective = hm.objective
+    maximize = OBJECTIVES[objective] == "max"
+    # One point per architecture: Hyperband retrains promoted candidates as new trials.
+    by_spec: dict[str, dict[str, Any]] = {}
+    for row in rank_trials(rows, objective):
+        by_spec.setdefault(row["spec"].to_json(), row)
+    trained = list(by_spec.values())
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    for ax, cost, label, budget in (
+        (axes[0], "params", "parameters", hm.max_params),
+        (axes[1], "latency_ms", f"batch-1 latency (ms)\n{latency_runtime()}", hm.max_latency_ms),
+    ):
+        points = [r for r in trained if r.get(cost) is not None]
+        xs = [r[cost] for r in points]
+        ys = [r[objective] for r in points]
+        ax.scatter(xs, ys, s=18, color="tab:blue", alpha=0.6, label="trained trials")
+        front = pareto_front([(x, y if maximize else -y) for x, y in zip(xs, ys, strict=True)])
+        ax.plot(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            "-o",
+            color="tab:red",
+            markersize=6,
+            label="Pareto front",
+        )
+        for r in points:
+            if r["trial_id"] == best_id:
+                ax.scatter([r[cost]], [r[objective]], marker="*", s=250, color="gold",
+                           edgecolor="black", zorder=5, label="best")  # fmt: skip
+        over = [r[cost] for r in rejected if r.get(cost) is not None]
+        if over and ys:
+            floor = min(ys)
+            ax.scatter(over, [floor] * len(over), marker="x", color="gray",
+                       label="rejected (over budget, not trained)")  # fmt: skip
+        if budget is not None:
+            ax.axvline(budget, color="gray", linestyle="--", linewidth=1, label="budget")
+        ax.set_xscale("log")
+        # Plain numbers at 1-2-5 steps: a cost axis often spans a decade or less.
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(label)
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{len(trained)} trained candidates, {len(rejected)} rejected")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+
+
+# --- the best model -------------------------------------------------------------------------
+
+
+def retrain_best(
+    best: dict[str, Any],
+    splits: DatasetSplits,
+    run_dir: Path,
+    *,
+    dataset: Any,
+    config: SearchConfig,
+) -> None:
+    """Retrains the best candidate from scratch for `config.retrain_epochs` epochs with
+    `keras_resnet.training.train` (in `run_dir/retrain`); its best.keras becomes the search's."""
+    train(
+        best["spec"],
+        splits if isinstance(dataset, DatasetSplits) else dataset,
+        output_dir=run_dir / RETRAIN,
+        epochs=config.retrain_epochs,
+        batch_size=best["batch_size"],
+        optimizer=best["optimizer"],
+        learning_rate=best["learning_rate"],
+        weight_decay=best["weight_decay"],
+        image_size=splits.image_shape[0],
+        channels=splits.image_shape[-1],
+        label_mode=splits.label_mode,
+        data_dir=config.data_dir,
+        download=config.download,
+        seed=config.seed,
+        augment=config.augment,
+        verbose=2 if config.verbose else 0,
+    )
+    with atomic_path(run_dir / BEST_MODEL) as tmp:
+        shutil.copyfile(run_dir / RETRAIN / "best.keras", tmp)
+
+
+def restore_best_trial(kt_tuner: kt.Tuner, trial_id: str, run_dir: Path) -> None:
+    """Saves the best trial's own weights (its checkpoint) as best.keras."""
+    trial = kt_tuner.oracle.get_trial(trial_id)
+    try:
+        with weights_only_restore():
+            model = kt_tuner.load_model(trial)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(
+            f"Cannot restore trial {trial_id}'s weights ({e}). In a distributed "
+            "search the chief needs the workers' output directory (a shared file "
+            "system), or set retrain_epochs."
+        ) from e
+    # Saved with built optimizer slots, so loading it back matches them.
+    model.optimizer.build(model.trainable_variables)
+    with atomic_path(run_dir / BEST_MODEL) as tmp:
+        model.save(tmp)
+
+
+def train_command(
+    run_dir: Path,
+    splits: DatasetSplits,
+    best: dict[str, Any],
+    epochs: int,
+    *,
+    dataset: Any,
+    config: SearchConfig,
+) -> str:
+    """The `keras-resnet train` command that retrains the best candidate from scratch."""
+    name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else splits.name
+    parts = [
+        f"keras-resnet train --spec {shlex.quote(str(run_dir / BEST_SPEC))}",
+        f"--dataset {shlex.quote(name)}",
+        f"--image-size {splits.image_shape[0]} --channels {splits.image_shape[-1]}",
+        f"--optimizer {best['optimizer']} --lr {best['learning_rate']:.3g}",
+        f"--weight-decay {best['weight_decay']:.3g} --batch-size {best['batch_size']}",
+        f"--epochs {epochs} --seed {config.seed}",
+    ]
+    if config.data_dir:
+        parts.append(f"--data-dir {shlex.quote(os.fspath(config.data_dir))}")
+    if not config.augment:
+        parts.append("--no-augment")
+    return " ".join([*parts, "--output runs/best"])
+
+
+# --- all of it ------------------------------------------------------------------------------
+
+
+def write_results(
+    kt_tuner: kt.Tuner,
+    hm: HyperResNet,
+    splits: DatasetSplits,
+    run_dir: Path,
+    *,
+    dataset: Any,
+    config: SearchConfig,
+    record: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """Writes every output of a finished search and returns the summary.
+
+    trials.csv, pareto.png, best_spec.json, best.keras (the best trial's
+    weights, or retrained: `retrain_best`), its test-split score, summary.json;
+    prints the top trials.
+    """
+    rows = trial_rows(kt_tuner.oracle, hm)
+    write_trials_csv(rows, run_dir / TRIALS_CSV)
+    ranked = rank_trials(rows, hm.objective)
+    if not ranked:
+        raise RuntimeError(
+            f"No trial finished training ({len(rows)} trials); see {run_dir / TRIALS_CSV}."
+        )
+    best = ranked[0]
+    plot_pareto(rows, hm, best["trial_id"], run_dir / PARETO_PNG)
+    write_json(run_dir / BEST_SPEC, best["spec"].to_dict())
+    if config.retrain_epochs:
+        retrain_best(best, splits, run_dir, dataset=dataset, config=config)
+    else:
+        restore_best_trial(kt_tuner, best["trial_id"], run_dir)
+    model = keras.saving.load_model(run_dir / BEST_MODEL, safe_mode=True)
+    test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
+
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    spec: ResNetSpec = best["spec"]
+    train_hp = {k: best[k] for k in ("optimizer", "learning_rate", "weight_decay", "batch_size")}
+    summary = {
+        "best": {
+            "trial_id": best["trial_id"],
+            **{name: best[name] for name in METRICS if best.get(name) is not None},
+            "params": int(model.count_params()),
+            "latency_ms": best["latency_ms"],
+            "epochs": best["epochs"],
+            "spec": spec.to_dict(),
+            "training": train_hp,
+        },
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_model": "retrained" if config.retrain_epochs else "trial checkpoint",
+        "retrain_epochs": config.retrain_epochs,
+        "trials": counts,
+        "infeasible_draws": getattr(kt_tuner.oracle, "infeasible_draws", 0),
+        "objective": hm.objective,
+        "max_params": hm.max_params,
+        "max_latency_ms": hm.max_latency_ms,
+        "latency_runtime": latency_runtime(),
+        "dataset": splits.to_dict(),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "fingerprint": record["fingerprint"],
+        "train_command": train_command(
+            run_dir,
+            splits,
+            best,
+            config.retrain_epochs or int(best.get("epochs") or 1),
+            dataset=dataset,
+            config=config,
+        ),
+        "files": {
+            "trials": TRIALS_CSV,
+            "pareto": PARETO_PNG,
+            "best_spec": BEST_SPEC,
+            "best_model": BEST_MODEL,
+        },
+    }
+    write_json(run_dir / SUMMARY, summary)
+    _print_report(ranked, summary, hm.objective, run_dir)
+    return summary
+
+
+def _print_report(
+    ranked: list[dict[str, Any]], summary: dict[str, Any], objective: str, run_dir: Path
+) -> None:
+    """The top trials as a table, the best one, the counts and where the files are."""
+    top = 5
+    print(f"Top {min(top, len(ranked))} of {len(ranked)} trained trials:")
+    print(
+        f"{'trial':>5} {objective:>12} {'params':>10} {'latency':>9} {'width':>5} "
+        f"{'blocks':>9} {'block':>10} {'ver':>3} {'stem':>8} {'optimizer':>9} "
+        f"{'lr':>8} {'batch':>5} {'epochs':>6}"
+    )
+    for r in ranked[:top]:
+        print(
+            f"{r['trial_id']:>5} {r[objective]:>12.4f} {r['params']:>10,} "
+            f"{r['latency_ms']:>7.3g}ms {r['width']:>5g} {r['blocks']:>9} {r['block']:>10} "
+            f"{r['version']:>3} {r['stem']:>8} {r['optimizer']:>9} {r['learning_rate']:>8.2g} "
+            f"{r['batch_size']:>5} {r['epochs']:>6}"
+        )
+    best = ranked[0]
+    print(
+        f"best: trial {best['trial_id']}, {summary['best']['params']:,} parameters, "
+        f"{best['latency_ms']:.3g} ms batch-1 ({summary['latency_runtime']}), "
+        f"{objective} {best[objective]:.4f}, test accuracy {summary['test_accuracy']:.4f} "
+        f"({summary['best_model']})"
+    )
+    print(
+        f"trials: {summary['trials']}; results in {run_dir} ({TRIALS_CSV}, {PARETO_PNG}, "
+        f"{BEST_SPEC}, {BEST_MODEL}, {SUMMARY})"
+    )
