@@ -450,6 +450,16 @@ _DOING = {
 }
 
 
+def _import_tensorflow_quietly(command: str) -> None:
+    """TensorFlow's import prints C++ notices (oneDNN, CPU features) before any of ours."""
+    if command == "list":
+        return  # needs no TensorFlow
+    from keras_resnet._logs import quiet_native_logs
+
+    with quiet_native_logs():
+        import tensorflow  # noqa: F401
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -469,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = f"{parser.prog} {args.command}: error:"
     try:
+        _import_tensorflow_quietly(args.command)
         return args.func(args)
     except ValueError as e:
         parser.exit(2, f"{prefix} {_first_line(e)}\n")

@@ -213,9 +213,8 @@ def test_search_on_digits_writes_every_output(tmp_path, capsys):
     assert r["message"] == "params 19,354 > max_params 10,000"
 
     spec = ResNetSpec.from_dict(json.loads((run / "best_spec.json").read_text()))
-    as_train_reads_it = cli._spec_from_args(
-        argparse.Namespace(spec=str(run / "best_spec.json"), width=None)
-    )
+    # As `keras-resnet train --spec best_spec.json` parses it (flags not given are absent).
+    as_train_reads_it = cli._spec_from_args(argparse.Namespace(spec=str(run / "best_spec.json")))
     assert as_train_reads_it == spec and spec.width == 0.5
     assert spec.count_params(channels=1, classes=10) == summary["best"]["params"] == SMALL
     assert summary["best"]["val_accuracy"] == max(float(r["val_accuracy"]) for r in completed)

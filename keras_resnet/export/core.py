@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet._logs import quiet_native_logs
 from keras_resnet.constants import TFLITE_VARIANTS
 from keras_resnet.export.export_utils import as_images, check_classifier, labels_of, tensor_info
 from keras_resnet.export.latency import keras_latency
@@ -337,7 +338,10 @@ def export_model(
         reference = model.predict(data.verify, batch_size=_BATCH, verbose=0)
         top_k = min(options.top_k, classes)
         job = _Job(model, tmp, options, data, names, top_k, tols, reference)
-        return {**_write_artifacts(job), **_describe(job, target.name, spec, source)}
+        # TensorFlow's converter and LiteRT print C++ notices here; errors still show.
+        with quiet_native_logs():
+            artifacts = _write_artifacts(job)
+        return {**artifacts, **_describe(job, target.name, spec, source)}
 
     manifest = write_atomically(target, output_dir, options.overwrite, fill, names)
     if options.verbose:
