@@ -15,18 +15,17 @@ import json
 import os
 import platform
 import socket
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_resnet._io import write_json
 from keras_resnet.builder import build_resnet
 from keras_resnet.spec import ResNetSpec
+from keras_resnet.timing import latency
 
 
 def latency_runtime() -> str:
@@ -47,9 +46,9 @@ def latency_runtime() -> str:
 def measure_latency(model: keras.Model, runs: int = 30, max_seconds: float = 2.0) -> float:
     """Median batch-1 inference time of `model` in milliseconds.
 
-    The model runs as a traced `tf.function` in inference mode; the first
-    calls (tracing, warm-up) are not timed. At least 5 runs, at most `runs`,
-    and no more after `max_seconds`.
+    The model runs as a traced `tf.function` in inference mode, timed by
+    `keras_resnet.timing.latency` (warm-up untimed; samples sized by time; at
+    least 5 samples, at most `runs`, and no more after `max_seconds`).
 
     Example:
 
@@ -59,15 +58,8 @@ def measure_latency(model: keras.Model, runs: int = 30, max_seconds: float = 2.0
     """
     x = tf.zeros((1, *model.input_shape[1:]), dtype=model.inputs[0].dtype)
     infer = tf.function(lambda t: model(t, training=False))
-    for _ in range(3):
-        infer(x).numpy()
-    samples: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    while len(samples) < runs and (len(samples) < 5 or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        infer(x).numpy()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples)) * 1e3
+    result = latency(lambda: infer(x).numpy(), samples=runs, max_seconds=max_seconds)
+    return result["median_ms"]
 
 
 class LatencyCache:
