@@ -70,7 +70,8 @@ setup(
         _tensorflow_requirement(),
         "keras>=3.8,<4",
         "tensorflow-datasets>=4.9",
-        # tuning.py uses keras_tuner.src internals (distributed mode, state files): 1.4.x.
+        # tuning/_kt_internals.py uses keras_tuner.src internals (distributed mode, state
+        # files): 1.4.x.
         "keras-tuner>=1.4.7,<1.5",
         # keras-tuner's chief/worker mode (gRPC); its protos need protobuf >= 3.20.
         "grpcio>=1.24.3,<2",
@@ -88,6 +89,7 @@ setup(
             *ONNX,  # so the tests cover the optional ONNX export
             "pytest>=8",
             "pytest-timeout",
+            "pytest-xdist>=3.5",  # the suite runs on both cores
             "hypothesis>=6.100",
             "ruff>=0.6",
             "pillow",  # tests write image folders

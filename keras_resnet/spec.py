@@ -51,11 +51,11 @@ MAX_STRIDE = 16
 
 def _check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
     # bool is an int subclass: `blocks=True` is a bug, not one block.
-    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
+    if not is_int(value) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        if maximum is not None:
-            kind += f" (at most {maximum:,})"
         raise ValueError(f"`{name}` must be {kind}. {_received(name, value)}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be at most {maximum:,}. {_received(name, value)}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -7,6 +7,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# The slowest files first (measured: each takes minutes), so that with two workers
+# (`-n 2 --dist loadfile`) no long file starts last and leaves one core idle.
+SLOWEST_FIRST = (
+    "test_tuning.py",
+    "test_notebooks.py",
+    "test_bench.py",
+    "test_export.py",
+    "test_training.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
 
 @pytest.fixture
 def fresh_session():
@@ -16,3 +34,19 @@ def fresh_session():
     """
     keras.backend.clear_session()
     yield
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Each notebook's small-mode run time, from the reports (xdist workers send them too)."""
+    seconds = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for key, value in getattr(report, "user_properties", ()):
+                if key == "notebook_seconds":
+                    seconds[value[0]] = value[1]
+    if not seconds:
+        return
+    terminalreporter.section("notebook run times (small mode)")
+    for name, value in sorted(seconds.items()):
+        terminalreporter.write_line(f"{value:7.1f} s  {name}")
+    terminalreporter.write_line(f"{sum(seconds.values()):7.1f} s  total")

@@ -21,6 +21,9 @@ from keras_resnet.data import DatasetNotPreparedError, DatasetSplits, load_datas
 from keras_resnet.data.base import _flips_allowed
 from keras_resnet.data.tfds import _tfds_split_specs
 
+# One xdist worker runs this whole file: its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("data")
+
 NUM_DIGITS = 1797
 
 

@@ -24,6 +24,9 @@ from keras_resnet.spec import StageSpec
 from keras_resnet.training import train
 from tests.helpers import run_cli, tiny_spec
 
+# One xdist worker runs this whole file: its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("export")
+
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_SPEC = tiny_spec(
     stages=(StageSpec(16, 1, 1), StageSpec(32, 1, 2)), stem_filters=16, bn_momentum=0.9

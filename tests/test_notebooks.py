@@ -84,28 +84,6 @@ def _text(outputs: list) -> str:
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
 
 
-class _RunTimes:
-    """Prints each notebook's run time at the end of the pytest report."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.seconds:
-            return
-        terminalreporter.section("notebook run times (small mode)")
-        for name, seconds in self.seconds.items():
-            terminalreporter.write_line(f"{seconds:7.1f} s  {name}")
-        terminalreporter.write_line(f"{sum(self.seconds.values()):7.1f} s  total")
-
-
-@pytest.fixture(scope="session")
-def run_times(request) -> dict[str, float]:
-    plugin = _RunTimes()
-    request.config.pluginmanager.register(plugin, "keras-resnet-notebook-run-times")
-    return plugin.seconds
-
-
 def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks in {NOTEBOOKS_DIR}"
 
@@ -192,7 +170,7 @@ def test_kernel_is_this_python(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_in_small_mode(path, tmp_path, run_times):
+def test_notebook_runs_in_small_mode(path, tmp_path, record_property):
     committed = hashlib.sha256(path.read_bytes()).hexdigest()
     nb = _read(path)
     executed = tmp_path / path.name
@@ -201,8 +179,9 @@ def test_notebook_runs_in_small_mode(path, tmp_path, run_times):
         _execute(nb, tmp_path)
     finally:
         nbformat.write(nb, executed)  # also when a cell fails: look there for its outputs
-        run_times[path.name] = time.perf_counter() - started
-    seconds = run_times[path.name]
+        seconds = time.perf_counter() - started
+        # Reported at the end of the run by conftest.py (from any xdist worker).
+        record_property("notebook_seconds", (path.name, seconds))
     print(f"{path.name}: {seconds:.1f} s in small mode; executed copy: {executed}")
 
     outputs = _outputs(nb)

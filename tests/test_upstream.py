@@ -1,0 +1,33 @@
+"""The private upstream names listed in docs/upstream.md: a release that moves one fails here.
+
+keras-tuner's are checked in tests/test_tuning.py (test_the_keras_tuner_internals_...).
+"""
+
+import importlib
+
+import pytest
+
+PRIVATE = [
+    ("keras.src.applications.imagenet_utils", "obtain_input_shape"),
+    ("keras.src.applications.imagenet_utils", "validate_activation"),
+    ("keras.src.backend.config", "keras_home"),
+    ("tensorflow_datasets.core.utils.gcs_utils", "_is_gcs_disabled"),
+]
+
+
+@pytest.mark.parametrize("module, name", PRIVATE, ids=lambda v: v)
+def test_private_names_we_use_still_exist(module, name):
+    assert hasattr(importlib.import_module(module), name), f"{module}.{name} moved upstream"
+
+
+def test_the_listed_names_are_the_ones_the_code_uses():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "upstream.md").read_text()
+    for module, name in PRIVATE:
+        assert f"{module}.{name}" in doc.replace("`", ""), f"{module}.{name} not in the doc"
+    code = "\n".join(
+        p.read_text() for p in (Path(__file__).parents[1] / "keras_resnet").rglob("*.py")
+    )
+    for module, _ in PRIVATE:
+        assert module in code or module.rsplit(".", 1)[0] in code, module
