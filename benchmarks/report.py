@@ -43,6 +43,145 @@ IMPORT_EXTRA_SECONDS = 0.3  # import keras_resnet against import keras
 # --- figures derived from the sections ----------------------------------------------------
 
 
+def _row(name: str, ratio: dict[str, Any], target: float | None, **extra: Any) -> dict:
+    return {"name": name, "ratio": ratio["ratio"], "ci95": ratio["ci95"], "target": target, **extra}
+
+
+def _build_ratios(build: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _row(
+            f"build {model}",
+            rec["speed_ratio"],
+            PARITY,
+            unit="s",
+            ours=rec["ours_seconds"]["median"],
+            reference=rec["reference_seconds"]["median"],
+        )
+        for model, rec in build.get("models", {}).items()
+    ]
+
+
+def _forward_ratios(forward: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _row(
+            f"forward {model} batch {key[6:]} ({mode})",
+            cmp["speed_ratio"],
+            PARITY,
+            unit="images/s",
+            ours=cmp["ours_images_per_second"],
+            reference=cmp["reference_images_per_second"],
+        )
+        for model, rec in forward.get("models", {}).items()
+        for key, modes in rec.items()
+        if key.startswith("batch_")
+        for mode, cmp in modes.items()
+    ]
+
+
+def _train_ratios(train: dict[str, Any]) -> list[dict[str, Any]]:
+    if "comparison" not in train:
+        return []
+    cmp = train["comparison"]
+    return [
+        _row(
+            f"train step {train['model']} batch {train['batch']}",
+            cmp["speed_ratio"],
+            PARITY,
+            unit="images/s",
+            ours=cmp["ours_images_per_second"],
+            reference=cmp["reference_images_per_second"],
+        )
+    ]
+
+
+def _import_ratios(imp: dict[str, Any]) -> list[dict[str, Any]]:
+    if "speed_ratio" not in imp:
+        return []
+    return [
+        _row(
+            "import keras_resnet vs import keras",
+            imp["speed_ratio"],
+            None,
+            unit="s",
+            ours=imp["ours_seconds"]["median"],
+            reference=imp["reference_seconds"]["median"],
+        )
+    ]
+
+
+def _flops_ratios(flops: dict[str, Any]) -> list[dict[str, Any]]:
+    if "fraction_of_matmul" not in flops:
+        return []
+    return [
+        _row(
+            f"ResNet50 forward GFLOP/s / matmul GFLOP/s (batch {flops['batch']})",
+            flops["fraction_of_matmul"],
+            MATMUL_FRACTION,
+            unit="GFLOP/s",
+            ours=flops["resnet50_gflops"],
+            reference=flops["matmul_best_gflops"],
+        )
+    ]
+
+
+def _tflite_ratios(tflite: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for model, rec in tflite.get("models", {}).items():
+        variants = rec["variants"]
+        fp32_ms = variants["fp32"]["latency_ms"]["median"]
+        rows += [
+            _row(
+                f"TFLite {model} {variant} vs fp32 TFLite",
+                v["speedup_vs_fp32"],
+                INT8_SPEEDUP if variant == "int8" else None,
+                unit="ms",
+                ours=v["latency_ms"]["median"],
+                reference=fp32_ms,
+            )
+            for variant, v in variants.items()
+            if variant != "fp32"
+        ]
+        rows += [
+            _row(
+                f"TFLite {model} {variant} vs Keras predict_on_batch",
+                v["speedup_vs_keras"],
+                None,
+                unit="ms",
+                ours=v["latency_ms"]["median"],
+                reference=rec["keras_latency_ms"]["median"],
+            )
+            for variant, v in variants.items()
+        ]
+    return rows
+
+
+def _gpu_ratios(gpu: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _row(
+            f"GPU {gpu['model']} {key} vs float32",
+            rec["speedup_vs_float32"],
+            None,
+            unit="images/s",
+            ours=rec["images_per_second"],
+            reference=None,
+        )
+        for key, rec in gpu.get("configs", {}).items()
+        if "+" in key or "mixed" in key
+    ]
+
+
+# Each section's speed ratios, in report order.
+RATIOS = {
+    "build": _build_ratios,
+    "forward": _forward_ratios,
+    "train": _train_ratios,
+    "import": _import_ratios,
+    "flops": _flops_ratios,
+    "tflite": _tflite_ratios,
+    "gpu": _gpu_ratios,
+}
+
+
 def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every speed ratio in the results, in report order, with its target where one is set.
 
@@ -51,107 +190,7 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         []
     """
     sections = results.get("sections", {})
-    rows: list[dict[str, Any]] = []
-
-    def add(name: str, ratio: dict[str, Any], target: float | None, **extra: Any) -> None:
-        rows.append(
-            {
-                "name": name,
-                "ratio": ratio["ratio"],
-                "ci95": ratio["ci95"],
-                "target": target,
-                **extra,
-            }
-        )
-
-    build = sections.get("build", {})
-    for model, rec in build.get("models", {}).items():
-        add(
-            f"build {model}",
-            rec["speed_ratio"],
-            PARITY,
-            unit="s",
-            ours=rec["ours_seconds"]["median"],
-            reference=rec["reference_seconds"]["median"],
-        )
-    forward = sections.get("forward", {})
-    for model, rec in forward.get("models", {}).items():
-        for key, modes in rec.items():
-            if not key.startswith("batch_"):
-                continue
-            for mode, cmp in modes.items():
-                add(
-                    f"forward {model} batch {key[6:]} ({mode})",
-                    cmp["speed_ratio"],
-                    PARITY,
-                    unit="images/s",
-                    ours=cmp["ours_images_per_second"],
-                    reference=cmp["reference_images_per_second"],
-                )
-    train = sections.get("train", {})
-    if "comparison" in train:
-        cmp = train["comparison"]
-        add(
-            f"train step {train['model']} batch {train['batch']}",
-            cmp["speed_ratio"],
-            PARITY,
-            unit="images/s",
-            ours=cmp["ours_images_per_second"],
-            reference=cmp["reference_images_per_second"],
-        )
-    imp = sections.get("import", {})
-    if "speed_ratio" in imp:
-        add(
-            "import keras_resnet vs import keras",
-            imp["speed_ratio"],
-            None,
-            unit="s",
-            ours=imp["ours_seconds"]["median"],
-            reference=imp["reference_seconds"]["median"],
-        )
-    flops = sections.get("flops", {})
-    if "fraction_of_matmul" in flops:
-        add(
-            f"ResNet50 forward GFLOP/s / matmul GFLOP/s (batch {flops['batch']})",
-            flops["fraction_of_matmul"],
-            MATMUL_FRACTION,
-            unit="GFLOP/s",
-            ours=flops["resnet50_gflops"],
-            reference=flops["matmul_best_gflops"],
-        )
-    tflite = sections.get("tflite", {})
-    for model, rec in tflite.get("models", {}).items():
-        for variant, v in rec["variants"].items():
-            if variant != "fp32":
-                add(
-                    f"TFLite {model} {variant} vs fp32 TFLite",
-                    v["speedup_vs_fp32"],
-                    INT8_SPEEDUP if variant == "int8" else None,
-                    unit="ms",
-                    ours=v["latency_ms"]["median"],
-                    reference=rec["variants"]["fp32"]["latency_ms"]["median"],
-                )
-        for variant, v in rec["variants"].items():
-            add(
-                f"TFLite {model} {variant} vs Keras predict_on_batch",
-                v["speedup_vs_keras"],
-                None,
-                unit="ms",
-                ours=v["latency_ms"]["median"],
-                reference=rec["keras_latency_ms"]["median"],
-            )
-    gpu = sections.get("gpu", {})
-    for key, rec in gpu.get("configs", {}).items():
-        if "+" in key or "mixed" in key:
-            add(
-                f"GPU {gpu['model']} {key} vs float32",
-                rec["speedup_vs_float32"],
-                None,
-                unit="images/s",
-                ours=rec["images_per_second"],
-                reference=None,
-            )
-    return rows
+    return [row for name, rows_of in RATIOS.items() for row in rows_of(sections.get(name, {}))]
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -300,106 +339,125 @@ def summary_markdown(results: dict[str, Any], source: str, *, every_ratio: bool 
     return "\n".join(lines)
 
 
+def _ratio_text(r: dict[str, Any]) -> str:
+    return f"{r['ratio']:.2f}{_ci(r['ci95'])}"
+
+
+def _flops_markdown(sections: dict[str, Any]) -> list[str]:
+    flops = sections.get("flops", {})
+    if "resnet50_gflops" not in flops:
+        return []
+    profiled = flops.get("profiler_flops_per_image")
+    text = (
+        "**ResNet50 forward against the matmul rate.** "
+        f"{flops['flops_per_image'] / 1e9:.3f} GFLOPs per {flops['image_size']}px image "
+        "(2 x conv and dense MACs"
+        + (f"; TF profiler: {profiled / 1e9:.3f}" if profiled else "")
+        + f"); at batch {flops['batch']} (predict_on_batch) "
+        f"{flops['resnet50_gflops']:.1f} GFLOP/s. fp32 matmul: "
+        + ", ".join(f"n={n} {m['gflops']:.1f}" for n, m in flops["matmul"].items())
+        + f" GFLOP/s; the best, {flops['matmul_best_gflops']:.1f}, is the limit used: "
+        f"fraction {flops['fraction_of_matmul']['ratio']:.2f}"
+        f"{_ci(flops['fraction_of_matmul']['ci95'])}."
+    )
+    tflite_r50 = sections.get("tflite", {}).get("models", {}).get("ResNet50")
+    if tflite_r50 and tflite_r50["input_shape"][0] == flops["image_size"]:
+        ms = tflite_r50["variants"]["fp32"]["latency_ms"]["median"]
+        text += (
+            f" For comparison, fp32 TFLite (XNNPACK) runs ResNet50 at batch 1 in "
+            f"{ms:.1f} ms: {flops['flops_per_image'] / ms / 1e6:.1f} GFLOP/s."
+        )
+    return ["", text]
+
+
+def _tflite_markdown(tflite: dict[str, Any]) -> list[str]:
+    if not tflite.get("models"):
+        return []
+    lines = [
+        "",
+        f"**TFLite, batch 1, {tflite['num_threads']} threads** ({tflite.get('runtime')}; "
+        "Keras: predict_on_batch, what users get by default, and a tf.function of "
+        "`model(x, training=False)`). Speed-ups are Keras or fp32 TFLite latency / "
+        "variant latency.",
+        "",
+        "| model | variant | size | latency | vs fp32 TFLite | vs Keras "
+        "(predict_on_batch) | vs Keras (tf.function) | top-1 agreement with Keras "
+        "| accuracy |",
+        "|---|---|---:|---:|---|---|---|---:|---:|",
+    ]
+    for model, rec in tflite["models"].items():
+        accuracy = _num(rec.get("keras_accuracy"))
+        for call, key in (("predict_on_batch", "keras"), ("tf.function", "keras_tf_function")):
+            latency = _num(rec[f"{key}_latency_ms"]["median"], "ms")
+            lines.append(f"| {model} | Keras {call} | | {latency} | | | | | {accuracy} |")
+        for variant, v in rec["variants"].items():
+            lines.append(
+                f"| {model} | {variant} | {v['size_bytes'] / 1e6:.2f} MB "
+                f"| {_num(v['latency_ms']['median'], 'ms')} "
+                f"| {_ratio_text(v['speedup_vs_fp32'])} | {_ratio_text(v['speedup_vs_keras'])} "
+                f"| {_ratio_text(v['speedup_vs_keras_tf_function'])} "
+                f"| {v['top1_agreement_with_keras']:.3f} | {_num(v.get('accuracy'))} |"
+            )
+    lines.append("")
+    lines += [
+        f"- {model}: weights {rec['weights']}; int8 calibration data: "
+        f"{rec['representative_data']}; compared on {rec['eval_data']}."
+        for model, rec in tflite["models"].items()
+    ]
+    return lines + _kernels_markdown(tflite)
+
+
+def _kernels_markdown(tflite: dict[str, Any]) -> list[str]:
+    kernels = {
+        m: r["kernels_1_thread"] for m, r in tflite["models"].items() if "kernels_1_thread" in r
+    }
+    if not kernels:
+        return []
+    lines = [
+        "",
+        "**int8 against fp32 by kernel library**, one thread: `xnnpack` is LiteRT's "
+        "default (the XNNPACK delegate), `builtin` LiteRT's own kernels "
+        "(`BUILTIN_WITHOUT_DEFAULT_DELEGATES`).",
+        "",
+        "| model | kernels | fp32 | int8 | int8 speed-up |",
+        "|---|---|---:|---:|---|",
+    ]
+    for model, rec in kernels.items():
+        for name in ("xnnpack", "builtin"):
+            k = rec[name]
+            lines.append(
+                f"| {model} | {name} | {_num(k['fp32_ms']['median'], 'ms')} "
+                f"| {_num(k['int8_ms']['median'], 'ms')} "
+                f"| {_ratio_text(k['int8_speedup_vs_fp32'])} |"
+            )
+    return lines
+
+
+def _gpu_markdown(gpu: dict[str, Any]) -> list[str]:
+    if not gpu.get("configs"):
+        return []
+    lines = [
+        "",
+        f"**GPU** ({', '.join(gpu['devices'])}; {gpu['model']}, batch {gpu['batch']}):",
+        "",
+        "| config | images/s | vs float32 |",
+        "|---|---:|---|",
+    ]
+    for key, rec in gpu["configs"].items():
+        lines.append(
+            f"| {key} | {_num(rec['images_per_second'])} "
+            f"| {_ratio_text(rec['speedup_vs_float32'])} |"
+        )
+    return lines
+
+
 def detail_markdown(results: dict[str, Any], source: str) -> str:
     """Every figure, for benchmarks/README.md."""
     sections = results.get("sections", {})
     lines = [summary_markdown(results, source, every_ratio=True)]
-    flops = sections.get("flops", {})
-    if "resnet50_gflops" in flops:
-        profiled = flops.get("profiler_flops_per_image")
-        lines += [
-            "",
-            "**ResNet50 forward against the matmul rate.** "
-            f"{flops['flops_per_image'] / 1e9:.3f} GFLOPs per {flops['image_size']}px image "
-            "(2 x conv and dense MACs"
-            + (f"; TF profiler: {profiled / 1e9:.3f}" if profiled else "")
-            + f"); at batch {flops['batch']} (predict_on_batch) "
-            f"{flops['resnet50_gflops']:.1f} GFLOP/s. fp32 matmul: "
-            + ", ".join(f"n={n} {m['gflops']:.1f}" for n, m in flops["matmul"].items())
-            + f" GFLOP/s; the best, {flops['matmul_best_gflops']:.1f}, is the limit used: "
-            f"fraction {flops['fraction_of_matmul']['ratio']:.2f}"
-            f"{_ci(flops['fraction_of_matmul']['ci95'])}.",
-        ]
-        tflite_r50 = sections.get("tflite", {}).get("models", {}).get("ResNet50")
-        if tflite_r50 and tflite_r50["input_shape"][0] == flops["image_size"]:
-            ms = tflite_r50["variants"]["fp32"]["latency_ms"]["median"]
-            lines[-1] += (
-                f" For comparison, fp32 TFLite (XNNPACK) runs ResNet50 at batch 1 in "
-                f"{ms:.1f} ms: {flops['flops_per_image'] / ms / 1e6:.1f} GFLOP/s."
-            )
-    tflite = sections.get("tflite", {})
-    if tflite.get("models"):
-        lines += [
-            "",
-            f"**TFLite, batch 1, {tflite['num_threads']} threads** ({tflite.get('runtime')}; "
-            "Keras: predict_on_batch, what users get by default, and a tf.function of "
-            "`model(x, training=False)`). Speed-ups are Keras or fp32 TFLite latency / "
-            "variant latency.",
-            "",
-            "| model | variant | size | latency | vs fp32 TFLite | vs Keras "
-            "(predict_on_batch) | vs Keras (tf.function) | top-1 agreement with Keras "
-            "| accuracy |",
-            "|---|---|---:|---:|---|---|---|---:|---:|",
-        ]
-
-        def ratio(r: dict[str, Any]) -> str:
-            return f"{r['ratio']:.2f}{_ci(r['ci95'])}"
-
-        for model, rec in tflite["models"].items():
-            accuracy = _num(rec.get("keras_accuracy"))
-            for call, key in (("predict_on_batch", "keras"), ("tf.function", "keras_tf_function")):
-                latency = _num(rec[f"{key}_latency_ms"]["median"], "ms")
-                lines.append(f"| {model} | Keras {call} | | {latency} | | | | | {accuracy} |")
-            for variant, v in rec["variants"].items():
-                lines.append(
-                    f"| {model} | {variant} | {v['size_bytes'] / 1e6:.2f} MB "
-                    f"| {_num(v['latency_ms']['median'], 'ms')} "
-                    f"| {ratio(v['speedup_vs_fp32'])} | {ratio(v['speedup_vs_keras'])} "
-                    f"| {ratio(v['speedup_vs_keras_tf_function'])} "
-                    f"| {v['top1_agreement_with_keras']:.3f} | {_num(v.get('accuracy'))} |"
-                )
-        lines.append("")
-        lines += [
-            f"- {model}: weights {rec['weights']}; int8 calibration data: "
-            f"{rec['representative_data']}; compared on {rec['eval_data']}."
-            for model, rec in tflite["models"].items()
-        ]
-        kernels = {
-            m: r["kernels_1_thread"] for m, r in tflite["models"].items() if "kernels_1_thread" in r
-        }
-        if kernels:
-            lines += [
-                "",
-                "**int8 against fp32 by kernel library**, one thread: `xnnpack` is LiteRT's "
-                "default (the XNNPACK delegate), `builtin` LiteRT's own kernels "
-                "(`BUILTIN_WITHOUT_DEFAULT_DELEGATES`).",
-                "",
-                "| model | kernels | fp32 | int8 | int8 speed-up |",
-                "|---|---|---:|---:|---|",
-            ]
-            for model, rec in kernels.items():
-                for name in ("xnnpack", "builtin"):
-                    k = rec[name]
-                    lines.append(
-                        f"| {model} | {name} | {_num(k['fp32_ms']['median'], 'ms')} "
-                        f"| {_num(k['int8_ms']['median'], 'ms')} "
-                        f"| {ratio(k['int8_speedup_vs_fp32'])} |"
-                    )
-    gpu = sections.get("gpu", {})
-    if gpu.get("configs"):
-        lines += [
-            "",
-            f"**GPU** ({', '.join(gpu['devices'])}; {gpu['model']}, batch {gpu['batch']}):",
-            "",
-            "| config | images/s | vs float32 |",
-            "|---|---:|---|",
-        ]
-        for key, rec in gpu["configs"].items():
-            ratio = rec["speedup_vs_float32"]
-            lines.append(
-                f"| {key} | {_num(rec['images_per_second'])} "
-                f"| {ratio['ratio']:.2f}{_ci(ratio['ci95'])} |"
-            )
+    lines += _flops_markdown(sections)
+    lines += _tflite_markdown(sections.get("tflite", {}))
+    lines += _gpu_markdown(sections.get("gpu", {}))
     errors = [f"{name}: {s['error']}" for name, s in sections.items() if "error" in s]
     if errors:
         lines += ["", "Sections that failed: " + "; ".join(errors) + "."]

@@ -37,3 +37,14 @@ def check_positive_number(name: str, value: Any, allow_none: bool = False) -> No
         return
     if not is_number(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive number. {received(name, value)}")
+
+
+def check_int_at_least(name: str, value: Any, minimum: int) -> None:
+    if not is_int(value) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. {received(name, value)}")
+
+
+def check_choice(name: str, value: Any, allowed: Any) -> None:
+    """`value` must be one of `allowed` (a sequence, or a dict's keys)."""
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {list(allowed)}. {received(name, value)}")

@@ -244,3 +244,85 @@ def check_writable_dir(path: str | os.PathLike, arg: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"`{arg}` is not writable. Received: {arg}={str(path)!r}")
     return path
+
+
+def is_lock_file(path: Path) -> bool:
+    return path.name.startswith(".keras_resnet") and path.name.endswith(".lock")
+
+
+def contents(run_dir: Path) -> Iterator[Path]:
+    """What a run directory holds besides lock files."""
+    return (path for path in run_dir.iterdir() if not is_lock_file(path))
+
+
+@contextlib.contextmanager
+def locked_run_dir(run_dir: Path, name: str = LOCK_FILE) -> Iterator[DirectoryLock]:
+    """Creates `run_dir` if needed and holds its lock `name` (see `DirectoryLock`).
+
+    A directory this call creates and that holds nothing but the lock when the
+    block fails (a check refused the run before anything was written) is
+    removed again.
+    """
+    created = not run_dir.exists()
+    check_writable_dir(run_dir, "output_dir")
+    lock = DirectoryLock(run_dir, arg="output_dir", name=name).acquire()
+    try:
+        yield lock
+    except BaseException:
+        if created and not any(contents(run_dir)):
+            # Unlinked while still held, so no other process can take this lock meanwhile.
+            with contextlib.suppress(OSError):
+                lock.path.unlink()
+                run_dir.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def check_fingerprint(
+    run_dir: Path,
+    config_name: str,
+    fingerprint: dict[str, Any],
+    *,
+    kind: str,
+    hint: str = "use a new directory",
+    compare: bool = True,
+) -> dict[str, Any] | None:
+    """The one check of a run or search directory before it is resumed or started.
+
+    Refuses (ValueError naming `output_dir`) a file in the way, a directory
+    that holds something other than a keras_resnet `kind` (no `config_name`,
+    or one that is not ours), and, when `compare`, one whose recorded
+    fingerprint differs from `fingerprint` (listing the keys that differ).
+
+    Returns:
+        The previous record (the parsed `config_name`), or None for a new directory.
+    """
+    received = f"Received: output_dir={str(run_dir)!r}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"`output_dir` is a file, not a directory. {received}")
+    config_path = run_dir / config_name
+    if not config_path.exists():
+        if run_dir.is_dir() and any(contents(run_dir)):
+            raise ValueError(
+                f"`output_dir` exists and is not a keras_resnet {kind} directory. {received}"
+            )
+        return None
+    previous = read_json_object(config_path, f"a keras_resnet {config_name}", "output_dir")
+    before = previous.get("fingerprint")
+    if not isinstance(before, dict):
+        raise ValueError(
+            f"{config_path} is not a keras_resnet {config_name} (it has no fingerprint). {received}"
+        )
+    changed = sorted(
+        k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k)
+    )
+    if compare and changed:
+        raise ValueError(
+            f"`output_dir` {str(run_dir)!r} holds a {kind} with another configuration "
+            f"(differs in: {', '.join(changed)}); {hint}. {received}"
+        )
+    return previous

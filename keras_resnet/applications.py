@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-from keras.src.applications import imagenet_utils
+from keras.applications import imagenet_utils  # public: preprocess_input, decode_predictions
 
 from keras_resnet.builder import build_resnet
 from keras_resnet.spec import get_spec

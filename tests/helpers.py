@@ -2,6 +2,8 @@
 
 import time
 
+import numpy as np
+
 from keras_resnet import cli
 from keras_resnet.spec import ResNetSpec, StageSpec
 
@@ -41,3 +43,12 @@ def run_until(process, predicate, timeout: float, poll: float = 0.02) -> bool:
             return bool(predicate())
         time.sleep(poll)
     return False
+
+
+def random_weights(model, seed: int = 0, scale: float = 1.0) -> None:
+    """Sets every weight to uniform [0.5, 1.5) * `scale`: positive, so BN variances stay valid,
+    and non-trivial, so a wrong layout or a wrong fold shows in the outputs."""
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+        [(rng.uniform(0.5, 1.5, w.shape) * scale).astype("float32") for w in model.get_weights()]
+    )

@@ -15,6 +15,7 @@ from keras.src.legacy.saving import legacy_h5_format
 import keras_resnet
 from keras_resnet import weights as weights_module
 from keras_resnet.applications import APPLICATIONS
+from tests.helpers import random_weights
 
 KERAS_MODELS = {
     "ResNet50": (keras.applications.ResNet50, 25_636_712, 23_587_712),
@@ -98,13 +99,6 @@ def _save_legacy_h5(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
-def _randomise(model, seed):
-    rng = np.random.default_rng(seed)
-    model.set_weights(
-        [rng.uniform(0.5, 1.5, w.shape).astype("float32") * 0.1 for w in model.get_weights()]
-    )
-
-
 @pytest.mark.parametrize(
     "name, include_top",
     [("ResNet50", True), ("ResNet50V2", False)]
@@ -116,7 +110,7 @@ def test_keras_weight_files_load_one_to_one(name, include_top, tmp_path):
     if not include_top:
         kwargs.update(input_shape=(64, 64, 3), pooling="avg")
     theirs = reference(**kwargs)
-    _randomise(theirs, seed=1)
+    random_weights(theirs, seed=1, scale=0.1)
     path = str(tmp_path / "weights.h5")
     _save_legacy_h5(theirs, path)
     size = 224 if include_top else 64
@@ -161,7 +155,7 @@ def test_imagenet_weights_download_cache_and_hash_check(tmp_path, monkeypatch):
     file_name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert weights_module.weights_file_name("resnet50", include_top=False) == file_name
     theirs = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
-    _randomise(theirs, seed=2)
+    random_weights(theirs, seed=2, scale=0.1)
     _save_legacy_h5(theirs, served / file_name)
     bad_name = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
     (served / bad_name).write_bytes(b"not the published file")

@@ -8,7 +8,7 @@ import pytest
 
 from keras_resnet import build_backbone, build_resnet
 from keras_resnet.spec import StageSpec, get_spec
-from tests.helpers import tiny_spec
+from tests.helpers import random_weights, tiny_spec
 
 COMBOS = list(
     itertools.product(
@@ -166,20 +166,12 @@ def test_backbone_pyramid_outputs():
     assert list(tiny) == ["P2", "P3", "P4"]
 
 
-def _random_weights(model, seed=0):
-    rng = np.random.default_rng(seed)
-    # positive values keep BN variances valid
-    model.set_weights(
-        [rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in model.get_weights()]
-    )
-
-
 @pytest.mark.parametrize("version, shortcut", [("v1", "zero_pad"), ("v2", "projection")])
 def test_config_round_trip(version, shortcut):
     model = build_resnet(
         tiny_spec(version=version, shortcut=shortcut), input_shape=(32, 32, 3), classes=3
     )
-    _random_weights(model)
+    random_weights(model)
     clone = keras.Model.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     clone.set_weights(model.get_weights())
@@ -190,7 +182,7 @@ def test_config_round_trip(version, shortcut):
 @pytest.mark.parametrize("name", ["resnet20", "resnet18v2"])
 def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     model = build_resnet(name, input_shape=(32, 32, 3), classes=10)
-    _random_weights(model, seed=3)
+    random_weights(model, seed=3)
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
@@ -236,7 +228,7 @@ def test_argument_errors(kwargs, message):
 
 def test_weights_from_a_path(tmp_path):
     model = build_resnet(tiny_spec(), input_shape=(32, 32, 3), classes=3)
-    _random_weights(model, seed=5)
+    random_weights(model, seed=5)
     path = str(tmp_path / "w.weights.h5")
     model.save_weights(path)
     again = build_resnet(tiny_spec(), input_shape=(32, 32, 3), classes=3, weights=path)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from keras_resnet.data import load_dataset
 from keras_resnet.export import core
 from keras_resnet.spec import StageSpec
 from keras_resnet.training import train
-from tests.helpers import run_cli, tiny_spec
+from tests.helpers import run_cli, run_until, tiny_spec
 
 # One xdist worker runs this whole file: its module fixtures are built once.
 pytestmark = pytest.mark.xdist_group("export")
@@ -290,15 +289,11 @@ def test_sigkill_mid_export_leaves_nothing_then_a_rerun_completes(run_dir, tmp_p
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 240
-    partial = []
     # Kill once the first TFLite file exists: mid-way, with files already written.
-    while time.time() < deadline and proc.poll() is None:
-        partial = list(tmp_path.glob(".killed.partial-*/tflite/*.tflite"))
-        if partial:
-            break
-        time.sleep(0.2)
-    assert partial, "the export never reached the TFLite stage"
+    reached = run_until(
+        proc, lambda: any(tmp_path.glob(".killed.partial-*/tflite/*.tflite")), timeout=240
+    )
+    assert reached, "the export never reached the TFLite stage"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not target.exists()

@@ -15,7 +15,9 @@ import pytest
 
 from keras_resnet.data import load_dataset
 from keras_resnet.spec import StageSpec
-from keras_resnet.training import TrainConfig, _plot_curves, _steps_per_epoch, train
+from keras_resnet.training import TrainConfig, train
+from keras_resnet.training.config import count_steps_per_epoch as _steps_per_epoch
+from keras_resnet.training.run_dir import plot_curves as _plot_curves
 from tests.helpers import run_cli, run_until, tiny_spec
 
 # Small enough to train in seconds on 8x8 digits, big enough to learn them well.
@@ -189,14 +191,14 @@ def test_resume_after_sigkill_with_a_lock_and_a_damaged_checkpoint(tmp_path, cap
     best = run / "best.keras"
     best.write_bytes(best.read_bytes()[:100])  # damaged by something else than us
 
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, out, err = run_cli(capsys, *cmd[3:])  # the rerun (in this process)
+    assert code == 0, err[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
     # Lost at most the epoch in progress: resumed from the last finished one.
     assert metrics["resumed_from_epoch"] in (killed_at - 1, killed_at)
     assert metrics["epochs_run"] == 10
     assert metrics["test_accuracy"] >= 0.85
-    assert "resumed from" in done.stdout and "discarded damaged best.keras" in done.stdout
+    assert "resumed from" in out and "discarded damaged best.keras" in out
     assert keras.saving.load_model(best).count_params() == metrics["params"]
 
 
@@ -208,9 +210,10 @@ def _status(run) -> str | None:
 
 
 @pytest.mark.slow
-def test_a_stop_after_the_last_epoch_is_finished_without_retraining(tmp_path):
+def test_a_stop_after_the_last_epoch_is_finished_without_retraining(tmp_path, capsys):
     """SIGKILL while evaluating, then a plot and a metrics.json that cannot be written:
-    each rerun picks up after training and never trains again."""
+    each rerun (in this process, after the killed one) picks up after training and never
+    trains again."""
     (tmp_path / "spec.json").write_text(json.dumps(DIGITS_SPEC.to_dict()))
     run = tmp_path / "run"
     cmd = _train_cmd(run, "--epochs", "2")
@@ -223,17 +226,14 @@ def test_a_stop_after_the_last_epoch_is_finished_without_retraining(tmp_path):
 
     for blocker in ("curves.png", "metrics.json"):  # a directory where the file must go
         (run / blocker).mkdir()
-        failed = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-        assert failed.returncode == 1, failed.stderr[-2000:]
-        assert "Traceback" not in failed.stderr
-        last = failed.stderr.strip().splitlines()[-1]
+        code, _, err = run_cli(capsys, *cmd[3:])
         error = "keras-resnet train: error: training failed: Is a directory:"
-        assert last == f"{error} {run / blocker}"
+        assert code == 1 and err.strip() == f"{error} {run / blocker}", err
         (run / blocker).rmdir()
 
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "training finished earlier" in done.stdout and "Epoch" not in done.stdout
+    code, out, err = run_cli(capsys, *cmd[3:])
+    assert code == 0, err[-2000:]
+    assert "training finished earlier" in out and "Epoch" not in out
     assert {name: (run / name).read_bytes() for name in trained} == trained
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["test_accuracy"] > 0.5

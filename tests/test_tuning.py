@@ -32,7 +32,7 @@ from keras_resnet.tuning import (
     pareto_front,
     search,
 )
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_until
 
 # Four candidates on 8x8 digits: width 0.5 (5,074 parameters) or 1.0 (19,354), v1 or v2.
 FOUR = SearchSpace(
@@ -442,14 +442,14 @@ def _trials(run):
 
 
 def _wait(predicate, procs, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
+    """Until `predicate()` holds; every process must still be running meanwhile."""
+
+    def alive_and_done():
         for p in procs:
             assert p.poll() is None, p.stderr.read().decode()[-3000:]
-        time.sleep(0.2)
-    pytest.fail("timed out")
+        return predicate()
+
+    assert run_until(procs[0], alive_and_done, timeout, poll=0.2), "timed out"
 
 
 @pytest.mark.slow
@@ -542,16 +542,14 @@ def _own_lines(stderr):
 
 
 def _wait_for_lock(path, pid, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def held():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         try:
-            if json.loads(path.read_text() or "{}").get("pid") == pid:
-                return
+            return json.loads(path.read_text() or "{}").get("pid") == pid
         except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    pytest.fail("timed out")
+            return False
+
+    assert run_until(proc, held, timeout), "timed out"
 
 
 def test_a_worker_whose_chief_is_unreachable_exits_in_one_line(tmp_path, capsys):

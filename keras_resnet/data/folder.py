@@ -52,28 +52,24 @@ def _images_needed(validation_fraction: float, test_fraction: float) -> int:
     return 100_000
 
 
-def _folder_source(
-    folder: str,
-    target_hw: tuple[int, int] | None,
-    channels: int | None,
-    seed: int,
-    validation_fraction: float,
-    test_fraction: float,
-) -> _Source:
-    directory = os.path.abspath(os.path.expanduser(folder))
-    # Same layout rules as Keras' indexing: visible subfolders are classes,
-    # searched recursively for the image extensions it reads.
-    class_names = [
+def _class_names(directory: str, folder: str) -> list[str]:
+    """Visible subfolders are classes (Keras' indexing rule); at least two."""
+    names = [
         entry
         for entry in sorted(os.listdir(directory))
         if not entry.startswith(".") and os.path.isdir(os.path.join(directory, entry))
     ]
-    if len(class_names) < 2:
-        found = f"only {class_names[0]!r}" if class_names else "none"
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
         raise ValueError(
             "`dataset` folder needs at least two class subfolders (one subfolder of images "
             f"per class); it has {found}. Received: dataset={folder!r}"
         )
+    return names
+
+
+def _image_files(directory: str, class_names: list[str], folder: str) -> list[str]:
+    """Every file of an image type under the class subfolders (searched recursively)."""
     files = [
         os.path.join(root, name)
         for class_name in class_names
@@ -86,7 +82,13 @@ def _folder_source(
             f"`dataset` folder has no images ({', '.join(IMAGE_EXTENSIONS)} "
             f"files in class subfolders). Received: dataset={folder!r}"
         )
-    channels = channels or 3
+    return files
+
+
+def _readable_shapes(
+    files: list[str], channels: int, directory: str, folder: str
+) -> dict[str, tuple[int, int, int]]:
+    """The decodable files' shapes; none readable is an error, some unreadable a warning."""
     shapes = _decodable_image_shapes(files, channels)
     unreadable = sorted(set(files) - set(shapes))
     if len(unreadable) == len(files):
@@ -101,21 +103,55 @@ def _folder_source(
             f"skipped {len(unreadable)} unreadable "
             f"file{'s' if len(unreadable) > 1 else ''} in {folder}: "
             f"{', '.join(listed[:_MAX_LISTED_FILES])}{more}",
-            stacklevel=3,
+            stacklevel=4,
         )
-    if target_hw is None:
-        native_sizes = {shape[:2] for shape in shapes.values()}
-        target_hw = native_sizes.pop() if len(native_sizes) == 1 else DEFAULT_IMAGE_SIZE
+    return shapes
 
-    held_out = validation_fraction + test_fraction
+
+def _check_enough_images(n: int, validation_fraction: float, test_fraction: float, folder: str):
     needed = _images_needed(validation_fraction, test_fraction)
-    if len(files) < needed:
+    if n < needed:
         raise ValueError(
-            f"`dataset` folder has {len(files)} images; splitting off "
+            f"`dataset` folder has {n} images; splitting off "
             f"validation_fraction={validation_fraction} and test_fraction={test_fraction} "
             f"with at least one image each (and one to train on) needs at least {needed}. "
             f"Received: dataset={folder!r}"
         )
+
+
+def _keras_split(directory: str, held_out: float, options: dict) -> tuple:
+    """Keras' seeded file shuffle: (train, held-out tail, its file paths)."""
+    # verbose=False does not silence Keras' "Using N files for validation",
+    # which would be wrong here: that tail is split again by the caller.
+    with contextlib.redirect_stdout(io.StringIO()):
+        if not held_out:
+            train = keras.utils.image_dataset_from_directory(directory, **options)
+            return train, train.take(0), []
+        # The held-out tail is kept in file order, to be cut into validation and test.
+        train, held = keras.utils.image_dataset_from_directory(
+            directory, validation_split=held_out, subset="both", **options
+        )
+        return train, held, held.file_paths
+
+
+def _folder_source(
+    folder: str,
+    target_hw: tuple[int, int] | None,
+    channels: int | None,
+    seed: int,
+    validation_fraction: float,
+    test_fraction: float,
+) -> _Source:
+    directory = os.path.abspath(os.path.expanduser(folder))
+    class_names = _class_names(directory, folder)
+    files = _image_files(directory, class_names, folder)
+    channels = channels or 3
+    shapes = _readable_shapes(files, channels, directory, folder)
+    if target_hw is None:
+        native_sizes = {shape[:2] for shape in shapes.values()}
+        target_hw = native_sizes.pop() if len(native_sizes) == 1 else DEFAULT_IMAGE_SIZE
+    _check_enough_images(len(files), validation_fraction, test_fraction, folder)
+    held_out = validation_fraction + test_fraction
     options = dict(
         labels="inferred",
         label_mode="int",
@@ -127,19 +163,7 @@ def _folder_source(
         seed=seed,
         verbose=False,
     )
-    # verbose=False does not silence Keras' "Using N files for validation",
-    # which would be wrong here: that tail is split again below.
-    with contextlib.redirect_stdout(io.StringIO()):
-        if held_out:
-            # Keras splits its seeded file shuffle into training and one
-            # held-out tail (kept in file order), cut into validation and test.
-            train, held = keras.utils.image_dataset_from_directory(
-                directory, validation_split=held_out, subset="both", **options
-            )
-            held_paths = held.file_paths
-        else:
-            train = keras.utils.image_dataset_from_directory(directory, **options)
-            held, held_paths = train.take(0), []
+    train, held, held_paths = _keras_split(directory, held_out, options)
     num_validation_files = round(len(held_paths) * validation_fraction / (held_out or 1))
 
     def count_readable(paths: list[str]) -> int:

@@ -22,7 +22,7 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from keras_resnet._checks import check_positive_int, check_positive_number, is_int, received
-from keras_resnet._io import write_json
+from keras_resnet._io import locked_run_dir, write_json
 from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
 from keras_resnet.data import DatasetSplits, load_dataset
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
@@ -37,7 +37,6 @@ from keras_resnet.tuning.run_dir import (
     TUNE_CONFIG,
     fingerprint_check,
     lock_name,
-    locked_run_dir,
     remove_outputs,
 )
 from keras_resnet.tuning.space import SearchSpace, check_one_of, default_base

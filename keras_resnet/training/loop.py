@@ -1,0 +1,319 @@
+"""`train`: check, load the data, fit (resuming), then evaluate and write the run's results."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_resnet._io import check_fingerprint, locked_run_dir
+from keras_resnet._io import write_json as _write_json
+from keras_resnet.data import DatasetSplits, load_dataset
+from keras_resnet.errors import TrainingDivergedError
+from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
+from keras_resnet.training.callbacks import (
+    AtomicCheckpoint,
+    Backup,
+    History,
+    StopOnDivergence,
+    Throughput,
+)
+from keras_resnet.training.config import (
+    TrainConfig,
+    build_model,
+    count_steps_per_epoch,
+    default_strategy,
+    make_loss,
+    make_optimizer,
+    refuse_multi_worker,
+    to_one_hot,
+)
+from keras_resnet.training.run_dir import (
+    BEST,
+    CURVES,
+    HISTORY,
+    LAST,
+    METRICS,
+    RUN_CONFIG,
+    discard_corrupt_checkpoints,
+    finished_metrics,
+    plot_curves,
+    print_summary,
+    read_history,
+    repair_backup,
+    resume_epoch,
+)
+from keras_resnet.version import __version__
+
+
+def check_memory(spec, image_size, channels, batch_size) -> None:
+    """Sizes whose model or activations cannot fit in memory are refused before loading data."""
+    if spec is None:
+        return
+    side = image_size or spec.default_input_size
+    check_fits_in_memory(
+        spec,
+        (side, side, channels or 3),
+        batch_size=batch_size,
+        classes=None,
+        training=True,
+        received_text=f"Received: image_size={side}, batch_size={batch_size}",
+    )
+
+
+def train(
+    model: ResNetSpec | str | dict | keras.Model = "resnet20",
+    dataset: str | DatasetSplits = "digits",
+    *,
+    output_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    width: float | None = None,
+    channels: int | None = None,
+    label_mode: str = "int",
+    data_dir: str | None = None,
+    download: bool = False,
+    verbose: int | str = "auto",
+    **hyperparameters: Any,
+) -> dict[str, Any]:
+    """Trains a ResNet and writes a run directory (see the package doc).
+
+    Args:
+        model: a named spec (`"resnet20"`), a `ResNetSpec`, its dict, or a
+            built `keras.Model` (its input must match the dataset's images).
+        dataset: a `load_dataset` reference (`"digits"`, a tfds name, an image
+            folder) or already loaded `DatasetSplits`.
+        output_dir: the run directory; rerunning with the same arguments
+            resumes (or returns a finished run's metrics); another
+            configuration there is refused.
+        config: the hyperparameters (`TrainConfig`; default `TrainConfig()`).
+        strategy: a `tf.distribute.Strategy`; default `default_strategy()`.
+        width: width multiplier applied to the spec.
+        channels, label_mode, data_dir, download: passed to `load_dataset`
+            (with the config's `image_size`, `seed` and `augment`).
+        verbose: Keras' fit verbosity ("auto": progress bars on a terminal,
+            one line per epoch otherwise).
+        **hyperparameters: any `TrainConfig` field, over `config`: `epochs`,
+            `batch_size` (global, over all replicas), `optimizer` (`"sgd"`
+            with momentum 0.9 and Nesterov, `"adam"`, `"adamw"`),
+            `learning_rate` (peak; default by optimizer), `schedule`
+            (`"cosine"` with `warmup_epochs` of linear warm-up, `"step"`: /10
+            at 50% and 75%, `"constant"`), `weight_decay` (decoupled, on
+            kernels only; default by optimizer), `label_smoothing`,
+            `mixed_precision` (`"mixed_float16"`/`"mixed_bfloat16"`; the
+            output stays float32), `image_size` (default the spec's input
+            size), `seed`, `augment`.
+
+    Returns:
+        The contents of `metrics.json`.
+
+    Raises:
+        ValueError: a bad argument, before anything is written.
+        TrainingDivergedError: the loss or a weight became NaN or infinite.
+
+    Example:
+
+    >>> metrics = train("resnet20", "digits", output_dir="runs/digits", epochs=30)
+    >>> metrics["test_accuracy"] > 0.98
+    True
+    """
+    start = time.perf_counter()
+    config = _resolve_config(config, hyperparameters)
+    spec, built_model = _resolve_model(model, width)
+    splits = _load(dataset, spec, built_model, config, channels, label_mode, data_dir, download)
+    # Checked before the run directory is created, so a refused run leaves no files.
+    strategy = strategy or default_strategy()
+    refuse_multi_worker(strategy)
+    run_dir = Path(output_dir)
+    record = {
+        "fingerprint": {
+            "spec": spec.to_dict() if spec else {"model": built_model.name},
+            "dataset": splits.name,
+            "image_shape": list(splits.image_shape),
+            **dataclasses.asdict(config),
+        },
+        "keras_resnet": __version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+    }
+    fingerprint = record["fingerprint"]
+    check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run")
+    with locked_run_dir(run_dir):
+        # Checked again under the lock: another process may have started this run meanwhile.
+        previous = check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run") or {}
+        finished = finished_metrics(run_dir)
+        if finished is not None:
+            print(f"{run_dir} is a finished run; nothing to do.")
+            return finished
+        if previous.get("status") == "trained":
+            record = previous
+            print(f"{run_dir}: training finished earlier; evaluating its best.keras.")
+        else:
+            _write_json(run_dir / RUN_CONFIG, {**record, "status": "training"})
+            record = _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose)
+        metrics = _evaluate(splits, config, run_dir, record, spec, start)
+    print_summary(metrics, run_dir)
+    return metrics
+
+
+def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    """`config` (or the defaults) with keyword overrides; an unknown keyword is a TypeError."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ValueError(f"`config` must be a TrainConfig. Received: config={config!r}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"train() got unexpected keyword arguments: {', '.join(unknown)}")
+    return dataclasses.replace(config or TrainConfig(), **overrides)
+
+
+def _resolve_model(model: Any, width: float | None) -> tuple[ResNetSpec | None, Any]:
+    """(spec, None) for a spec reference, (None, model) for a built keras.Model."""
+    if isinstance(model, keras.Model):
+        if width is not None:
+            raise ValueError(
+                f"`width` applies to a spec, not a built model. Received: width={width}"
+            )
+        return None, model
+    spec = resolve_spec(model)
+    return (dataclasses.replace(spec, width=width) if width is not None else spec), None
+
+
+def _load(dataset, spec, built_model, config, channels, label_mode, data_dir, download):
+    """The dataset's splits at the model's input size (one-hot when smoothing labels)."""
+    if isinstance(dataset, DatasetSplits):
+        splits = dataset
+    else:
+        check_memory(spec, config.image_size, channels, config.batch_size)
+        size = config.image_size
+        if size is None:
+            size = spec.default_input_size if spec else built_model.input_shape[1]
+        splits = load_dataset(
+            dataset,
+            image_size=size,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            data_dir=data_dir,
+            download=download,
+            augment=config.augment,
+            label_mode=label_mode,
+            channels=channels,
+        )
+    if config.label_smoothing and splits.label_mode == "int":
+        splits = to_one_hot(splits)
+    return splits
+
+
+def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose) -> dict:
+    """Trains (resuming from the backup), then records in run.json that training finished."""
+    backup_dir = run_dir / "backup"
+    repair_backup(backup_dir)
+    resumed_from = resume_epoch(backup_dir)
+    discarded = discard_corrupt_checkpoints(run_dir, trained=False)
+
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        with strategy.scope():
+            net = build_model(spec, built_model, splits, config)
+            steps = count_steps_per_epoch(splits, config.batch_size)
+            net.compile(
+                optimizer=make_optimizer(config, steps),
+                loss=make_loss(splits.label_mode, config.label_smoothing),
+                metrics=["accuracy"],
+            )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    history_rows = read_history(run_dir / HISTORY)
+    best_so_far = min((r.get("val_loss", math.inf) for r in history_rows), default=None)
+    if BEST in discarded or not resumed_from:
+        best_so_far = None
+    throughput = Throughput(config.batch_size)
+    divergence = StopOnDivergence()
+    callbacks = [
+        divergence,  # first: the checkpoints below skip an epoch it flags
+        History(run_dir / HISTORY),
+        AtomicCheckpoint(
+            run_dir / BEST,
+            divergence,
+            # val_loss, not val_accuracy: a small validation split reaches 100%
+            # accuracy early, and the first such epoch would then stay "best".
+            monitor="val_loss",
+            mode="min",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        AtomicCheckpoint(run_dir / LAST, divergence),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
+        throughput,
+        # Last, so the backup of an epoch is written after everything else of it.
+        Backup(backup_dir, divergence),
+    ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    keras.utils.set_random_seed(config.seed)
+    net.fit(
+        splits.train,
+        validation_data=splits.validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
+    )
+    if divergence.epoch is not None:
+        raise TrainingDivergedError(
+            f"training diverged in epoch {divergence.epoch + 1} ({divergence.reason}); "
+            f"{run_dir} keeps the checkpoints of the last good epoch. Try a lower learning "
+            f"rate. Received: learning_rate={config.lr}, weight_decay={config.wd}"
+        )
+    record = {
+        **record,
+        "status": "trained",
+        "trained": {
+            "params": int(net.count_params()),
+            "model_name": net.name,
+            "resumed_from_epoch": resumed_from,
+            "train_images_per_second": throughput.images_per_second,
+        },
+    }
+    _write_json(run_dir / RUN_CONFIG, record)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # only now: the status says training is done
+    return record
+
+
+def _evaluate(splits, config, run_dir, record, spec, start) -> dict[str, Any]:
+    """Scores best.keras on the test split, plots the curves, writes metrics.json."""
+    discard_corrupt_checkpoints(run_dir, trained=True)
+    best = keras.saving.load_model(run_dir / BEST, safe_mode=True)
+    test_loss, test_accuracy = best.evaluate(splits.test, verbose=0)
+    history_rows = read_history(run_dir / HISTORY)
+    plot_curves(history_rows, run_dir / CURVES)
+    trained = record["trained"]
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_val_accuracy": max(r.get("val_accuracy", math.nan) for r in history_rows),
+        "params": trained["params"],
+        "epochs_run": len(history_rows),
+        "resumed_from_epoch": trained["resumed_from_epoch"],
+        "wall_seconds": round(time.perf_counter() - start, 2),
+        "train_images_per_second": trained["train_images_per_second"],
+        "spec": spec.to_dict() if spec else None,
+        "model_name": trained["model_name"],
+        "dataset": splits.to_dict(),
+        "split_sizes": dict(splits.sizes),
+        "config": dataclasses.asdict(config),
+        "files": {"best": BEST, "last": LAST, "history": HISTORY, "curves": CURVES},
+    }
+    _write_json(run_dir / METRICS, metrics)
+    return metrics
