@@ -20,11 +20,11 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from keras_resnet._checks import check_positive_int, check_positive_number
+from keras_resnet._checks import check_choice, check_positive_int, check_positive_number
 from keras_resnet.constants import OBJECTIVES
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.tuning.latency import latency_runtime
-from keras_resnet.tuning.space import SearchSpace, candidate_spec, check_one_of, stage_template
+from keras_resnet.tuning.space import SearchSpace, candidate_spec, stage_template
 
 if TYPE_CHECKING:
     from keras_resnet.tuning.hypermodel import HyperResNet
@@ -50,7 +50,7 @@ class Budget:
     max_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
-        check_one_of("objective", self.objective, OBJECTIVES)
+        check_choice("objective", self.objective, OBJECTIVES)
         check_positive_int("max_params", self.max_params, allow_none=True)
         check_positive_number("max_latency_ms", self.max_latency_ms, allow_none=True)
 

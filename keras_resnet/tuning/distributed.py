@@ -23,10 +23,9 @@ from typing import Any
 import grpc
 import keras_tuner as kt
 
-from keras_resnet._checks import received
+from keras_resnet._checks import check_choice, received
 from keras_resnet.constants import ROLES
 from keras_resnet.tuning._kt_internals import oracle_chief, protos
-from keras_resnet.tuning.space import check_one_of
 
 TUNER_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 TUNER_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -108,7 +107,7 @@ def check_distributed(
                 f"{received('oracle_address', oracle_address)}"
             )
         return
-    check_one_of("role", role, ROLES)
+    check_choice("role", role, ROLES)
     host, _ = _split_address(oracle_address)
     if role == "chief" and not allow_remote_oracle and not is_loopback(host):
         raise ValueError(

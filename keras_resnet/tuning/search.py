@@ -21,7 +21,13 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from keras_resnet._checks import check_positive_int, check_positive_number, is_int, received
+from keras_resnet._checks import (
+    check_choice,
+    check_positive_int,
+    check_positive_number,
+    is_int,
+    received,
+)
 from keras_resnet._io import locked_run_dir, write_json
 from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
 from keras_resnet.data import DatasetSplits, load_dataset
@@ -39,7 +45,7 @@ from keras_resnet.tuning.run_dir import (
     lock_name,
     remove_outputs,
 )
-from keras_resnet.tuning.space import SearchSpace, check_one_of, default_base
+from keras_resnet.tuning.space import SearchSpace, default_base
 from keras_resnet.tuning.tuners import make_tuner
 from keras_resnet.version import __version__
 
@@ -126,8 +132,8 @@ class SearchConfig:
     verbose: int = 1
 
     def __post_init__(self) -> None:
-        check_one_of("tuner", self.tuner, TUNERS)
-        check_one_of("objective", self.objective, OBJECTIVES)
+        check_choice("tuner", self.tuner, TUNERS)
+        check_choice("objective", self.objective, OBJECTIVES)
         for name in ("max_trials", "max_epochs", "max_consecutive_failed_trials"):
             check_positive_int(name, getattr(self, name))
         if not is_int(self.hyperband_factor) or self.hyperband_factor < 2:

@@ -55,11 +55,6 @@ def default_base(side: int | None) -> str:
 # --- checks and range parsing ---------------------------------------------------------------
 
 
-def check_one_of(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {list(allowed)}. {received(name, value)}")
-
-
 def _parse_choices(name: str, value: Any, allowed: Sequence[str]) -> tuple[str, ...] | None | str:
     if value is None or value == AUTO:
         return value

@@ -19,13 +19,13 @@ from typing import Any, NamedTuple
 import keras_tuner as kt
 import tensorflow as tf
 
+from keras_resnet._checks import check_choice
 from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
 from keras_resnet.tuning._kt_internals import is_chief_oracle, save_json
 from keras_resnet.tuning.budgets import MAX_DRAWS
 from keras_resnet.tuning.distributed import PatientClient, serve
 from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.run_dir import PROJECT
-from keras_resnet.tuning.space import check_one_of
 
 
 def _save_state(obj: Any, fname: str) -> None:
@@ -259,7 +259,7 @@ def make_tuner(
     >>> tuner = make_tuner(HyperResNet((16, 16, 1), 10), "random", directory="runs/t")
     >>> tuner.search(splits.train, validation_data=splits.validation, epochs=2)
     """
-    check_one_of("tuner", tuner, TUNERS)
+    check_choice("tuner", tuner, TUNERS)
     classes = TUNER_CLASSES[tuner]
     oracle = classes.oracle.create(
         max_trials=max_trials,
