@@ -64,30 +64,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_PUBLIC, *_LAZY_MODULES])
 
 
-__all__ = [
-    "ResNet18",
-    "ResNet18V2",
-    "ResNet20",
-    "ResNet32",
-    "ResNet34",
-    "ResNet34V2",
-    "ResNet44",
-    "ResNet50",
-    "ResNet50V2",
-    "ResNet56",
-    "ResNet101",
-    "ResNet101V2",
-    "ResNet110",
-    "ResNet152",
-    "ResNet152V2",
-    "ResNetSpec",
-    "StageSpec",
-    "__version__",
-    "build_backbone",
-    "build_resnet",
-    "decode_predictions",
-    "get_spec",
-    "list_specs",
-    "preprocess_input",
-    "preprocess_input_v2",
-]
+__all__ = ["__version__", *_PUBLIC]  # the lazy names, listed once above

@@ -48,3 +48,27 @@ def check_choice(name: str, value: Any, allowed: Any) -> None:
     """`value` must be one of `allowed` (a sequence, or a dict's keys)."""
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {list(allowed)}. {received(name, value)}")
+
+
+def config_with_overrides(
+    cls: type, config: Any, overrides: dict[str, Any], *, arg: str, caller: str
+):
+    """`config` (an instance of the dataclass `cls`, default `cls()`) with keyword overrides.
+
+    The one way `train`, `search` and `export_model` take a config object and/or its fields
+    as keywords: an unknown keyword is a TypeError (as Python's own), a `config` of another
+    type a ValueError naming `arg`; the result is checked by `cls.__post_init__`.
+    """
+    import dataclasses
+
+    if config is not None and not isinstance(config, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise ValueError(
+            f"`{arg}` must be {article} {cls.__name__}. Received: {arg}={type(config).__name__}"
+        )
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    if config is None:
+        return cls(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config

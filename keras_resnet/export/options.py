@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from keras_resnet._checks import check_positive_int
+from keras_resnet._checks import check_positive_int, config_with_overrides
 from keras_resnet.constants import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_FORMATS,
@@ -168,10 +168,6 @@ class ExportOptions:
 
 def resolve_options(options: ExportOptions | None, overrides: Mapping[str, Any]) -> ExportOptions:
     """`options` (default `ExportOptions()`) with the keyword `overrides` applied and checked."""
-    if options is None:
-        return ExportOptions(**overrides)
-    if not isinstance(options, ExportOptions):
-        raise ValueError(
-            f"`options` must be an ExportOptions. Received: options={type(options).__name__}"
-        )
-    return dataclasses.replace(options, **overrides) if overrides else options
+    return config_with_overrides(
+        ExportOptions, options, dict(overrides), arg="options", caller="export_model"
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_resnet._checks import config_with_overrides
 from keras_resnet._io import check_fingerprint, locked_run_dir
 from keras_resnet._io import write_json as _write_json
 from keras_resnet.data import DatasetSplits, load_dataset
@@ -126,7 +127,9 @@ def train(
     True
     """
     start = time.perf_counter()
-    config = _resolve_config(config, hyperparameters)
+    config = config_with_overrides(
+        TrainConfig, config, hyperparameters, arg="config", caller="train"
+    )
     spec, built_model = _resolve_model(model, width)
     splits = _load(dataset, spec, built_model, config, channels, label_mode, data_dir, download)
     # Checked before the run directory is created, so a refused run leaves no files.
@@ -162,17 +165,6 @@ def train(
         metrics = _evaluate(splits, config, run_dir, record, spec, start)
     print_summary(metrics, run_dir)
     return metrics
-
-
-def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
-    """`config` (or the defaults) with keyword overrides; an unknown keyword is a TypeError."""
-    if config is not None and not isinstance(config, TrainConfig):
-        raise ValueError(f"`config` must be a TrainConfig. Received: config={config!r}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(f"train() got unexpected keyword arguments: {', '.join(unknown)}")
-    return dataclasses.replace(config or TrainConfig(), **overrides)
 
 
 def _resolve_model(model: Any, width: float | None) -> tuple[ResNetSpec | None, Any]:

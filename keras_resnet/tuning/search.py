@@ -25,6 +25,7 @@ from keras_resnet._checks import (
     check_choice,
     check_positive_int,
     check_positive_number,
+    config_with_overrides,
     is_int,
     received,
 )
@@ -161,19 +162,6 @@ class SearchConfig:
             object.__setattr__(self, "base", resolve_spec(self.base))
 
 
-def _config(config: SearchConfig | None, keywords: dict[str, Any]) -> SearchConfig:
-    """`config` with `keywords` (any `SearchConfig` field) applied on top."""
-    if config is not None and not isinstance(config, SearchConfig):
-        raise ValueError(f"`config` must be a SearchConfig. {received('config', config)}")
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    unknown = sorted(set(keywords) - fields)
-    if unknown:
-        raise TypeError(f"search() got an unexpected keyword argument {unknown[0]!r}")
-    if config is None:
-        return SearchConfig(**keywords)
-    return dataclasses.replace(config, **keywords)
-
-
 def search(
     dataset: str | DatasetSplits = "digits",
     *,
@@ -213,7 +201,7 @@ def search(
     True
     """
     started = time.perf_counter()
-    config = _config(config, keywords)
+    config = config_with_overrides(SearchConfig, config, keywords, arg="config", caller="search")
     splits, hypermodel = _prepare(dataset, config)
     run_dir = Path(output_dir)
     record = _record(splits, hypermodel, config)
