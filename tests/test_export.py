@@ -19,6 +19,7 @@ from keras_resnet import constants, export
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
 from keras_resnet.export import core
+from keras_resnet.export.target import PARTIAL_MARKER
 from keras_resnet.spec import StageSpec
 from keras_resnet.training import train
 from tests.helpers import run_cli, run_until, tiny_spec
@@ -612,8 +613,9 @@ def _export_copy(exported: Path, to: Path, marker: str, *, complete: bool = True
     shutil.copytree(exported, to)
     manifest = json.loads((to / "manifest.json").read_text())
     (to / "manifest.json").write_text(json.dumps({**manifest, "created": marker}))
-    if not complete:
+    if not complete:  # as a killed export leaves it: our marker, no manifest yet
         (to / "manifest.json").unlink()
+        (to / PARTIAL_MARKER).touch()
     return to
 
 
@@ -680,10 +682,26 @@ def test_a_foreign_folder_at_the_target_keeps_a_complete_old_copy(exported, tmp_
 def test_stale_cleanup_matches_only_its_own_target(tmp_path, name, others):
     pid = _dead_pid()
     own = _write(tmp_path / f".{name}.partial-{pid}" / "model.keras", b"half").parent
+    (own / PARTIAL_MARKER).touch()
     others = [_write(tmp_path / o.format(pid=pid) / "f", b"keep").parent for o in others]
     export.check_output_dir(tmp_path / name)
     assert not own.exists()
     assert all(o.exists() for o in others)
+
+
+def test_a_look_alike_without_our_marker_or_manifest_is_left_alone(tmp_path):
+    """Only a marker or a manifest proves a directory ours; a matching name does not."""
+    pid = _dead_pid()
+    theirs = _write(tmp_path / f".digits.partial-{pid}" / "notes.txt", "someone else's").parent
+    empty = tmp_path / f".digits.old-{pid}"
+    empty.mkdir()  # an empty target that was replaced: nothing to lose
+    export.check_output_dir(tmp_path / "digits")
+    assert (theirs / "notes.txt").read_text() == "someone else's"
+    assert not empty.exists()
+
+
+def test_an_export_leaves_no_marker(exported):
+    assert not (exported[0] / PARTIAL_MARKER).exists()
 
 
 def test_a_demo_under_the_bar_keeps_the_earlier_export(exported, tmp_path, capsys, monkeypatch):

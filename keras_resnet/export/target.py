@@ -24,6 +24,9 @@ from keras_resnet._io import _fsync_dir, write_json, write_text_atomic
 MANIFEST, LABELS = "manifest.json", "labels.txt"
 # In every manifest: what `overwrite` checks before it replaces a directory.
 PRODUCER = "keras_resnet.export"
+# In every partial directory from its creation until its manifest is written: what proves
+# an unfinished one is ours, so the cleanup of a killed export may remove it.
+PARTIAL_MARKER = ".keras_resnet-export-partial"
 
 
 def write_atomically(
@@ -64,6 +67,7 @@ def _make_dirs(tmp: Path, created: list[Path]) -> None:
     if tmp not in created:
         tmp.mkdir()  # exists only if it is a complete export _clean_stale kept: not ours to clear
         created.append(tmp)
+    (tmp / PARTIAL_MARKER).touch()
 
 
 def _undo(created: list[Path], tmp: Path) -> None:
@@ -96,6 +100,7 @@ def _seal(tmp: Path, manifest: dict[str, Any], class_names: list[str]) -> None:
     write_text_atomic(tmp / LABELS, "".join(f"{c}\n" for c in class_names))
     _fsync_tree(tmp)
     write_json(tmp / MANIFEST, manifest)
+    (tmp / PARTIAL_MARKER).unlink()  # from here the manifest proves it is ours
 
 
 def _replace_dir(tmp: Path, target: Path, overwrite: bool, output_dir: Any) -> None:
@@ -179,8 +184,10 @@ def _clean_stale(target: Path) -> None:
     synced, so a temporary directory with our manifest is a complete export. A kill between
     the two renames leaves no target and two complete copies: the newest one (its manifest
     written last; the partial the killed process was installing) becomes the target again.
-    A dead process's directory is removed only when it is incomplete or a complete export
-    is at the target.
+    A dead process's directory is removed only when it is incomplete and proven ours (our
+    partial marker in it, or empty: an empty target that was replaced), or when it is a
+    complete export and a complete export is at the target. A look-alike name alone
+    proves nothing: such a directory is left alone.
     """
     stale = _dead_temp_dirs(target)
     complete = [d for d in stale if _is_export(d)]
@@ -191,8 +198,13 @@ def _clean_stale(target: Path) -> None:
         stale.remove(newest)
     target_complete = _is_export(target)
     for directory in stale:
-        if target_complete or directory not in complete:
+        finished_copy = directory in complete and target_complete
+        if finished_copy or (directory not in complete and _unfinished_of_ours(directory)):
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _unfinished_of_ours(directory: Path) -> bool:
+    return (directory / PARTIAL_MARKER).is_file() or not any(directory.iterdir())
 
 
 def _check_target(target: Path, overwrite: bool, output_dir: Any) -> None:
