@@ -30,6 +30,7 @@ __all__ = [
     "compare",
     "difference",
     "interleave",
+    "measure",
     "rotated",
     "speed_ratio",
     "summary",
@@ -67,6 +68,32 @@ def interleave(
                 before()
             samples[side].append(time_calls(fn, calls))
     return samples
+
+
+def measure(
+    ours: Callable[[], Any],
+    reference: Callable[[], Any],
+    *,
+    reps: int,
+    min_sample_seconds: float | None = None,
+    work: float | None = None,
+) -> dict[str, Any]:
+    """One A/B comparison of two calls, start to finish: the `compare` record.
+
+    Both sides are called twice each, alternating (the first call traces, the
+    second settles), then timed by `interleave`. With `min_sample_seconds` a
+    sample is as many calls of `ours` as last that long (`calls_for`, recorded
+    as `calls_per_sample`), the same number for the reference; without, one call.
+    `work` (images per call) adds the throughputs.
+    """
+    for fn in (ours, reference, ours, reference):
+        fn()
+    calls = 1 if min_sample_seconds is None else calls_for(ours, min_sample_seconds)
+    a, b = interleave(ours, reference, reps=reps, calls=calls)
+    record = compare(a, b, work=work)
+    if min_sample_seconds is not None:
+        record["calls_per_sample"] = calls
+    return record
 
 
 def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -110,9 +110,9 @@ def dumps_json(data: Any, indent: int | None = 2) -> str:
     return json.dumps(strict(data), indent=indent, default=str, allow_nan=False) + "\n"
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> None:
     """`data` as indented strict JSON, written atomically."""
-    write_text_atomic(path, dumps_json(data))
+    write_text_atomic(path, dumps_json(data, indent=indent))
 
 
 def read_json_object(path: str | os.PathLike, what: str, arg: str) -> dict[str, Any]:

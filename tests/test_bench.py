@@ -3,6 +3,7 @@
 No speed is asserted anywhere: speed is a benchmark result, not a test.
 """
 
+import dataclasses
 import json
 import math
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench, report, timing
+from benchmarks import bench, report, rows, timing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -289,3 +290,79 @@ def test_rotated_starts_each_round_at_the_next_key():
     assert [timing.rotated(keys, r) for r in range(4)] == [
         ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]
     ]  # fmt: skip
+
+
+def _run_table(tmp_path, table):
+    settings = dataclasses.replace(bench.QUICK, forward_reps=3, min_sample_seconds=0.01)
+    return rows.section_rows(bench.Context(settings=settings, scratch=tmp_path), table=table)
+
+
+def test_a_row_of_the_table_is_timed_and_reported_with_its_target(tmp_path):
+    """A comparison added as data: the row is timed, and the report holds it to its target."""
+    net = rows.keras_resnet_net("ResNet20")
+    table = (
+        rows.Row(
+            "forward ResNet20 predict_on_batch vs tf.function, batch 2",
+            candidate=rows.forward(net, 2),
+            reference=rows.forward(net, 2, call="tf.function"),
+            target=0.5,
+        ),
+        rows.Row(
+            "train step ResNet20 vs the resnet20 spec, batch 2",
+            candidate=rows.train_step(net, 2),
+            reference=rows.train_step(rows.spec_net("resnet20"), 2),
+        ),
+    )
+    section = _run_table(tmp_path, table)
+    for row in table:
+        record = section["rows"][row.name]
+        assert record["candidate"] == row.candidate.what and record["target"] == row.target
+        assert _positive(record["ours_images_per_second"]) and _positive(record["calls_per_sample"])
+    results = {"sections": {"train": {}, "rows": section}}
+    by_name = {r["name"]: r for r in report.ratios(results)}
+    assert by_name[table[0].name]["target"] == 0.5 and by_name[table[1].name]["target"] is None
+    assert [t["name"] for t in report.targets(results)] == [table[0].name]
+
+
+def test_a_row_compares_sides_of_the_same_work():
+    net = rows.keras_resnet_net("ResNet20")
+    with pytest.raises(ValueError, match="same images per call"):
+        rows.Row("x", candidate=rows.forward(net, 2), reference=rows.forward(net, 4))
+
+
+@pytest.mark.slow
+def test_a_tflite_row_times_an_interpreter(tmp_path):
+    net = rows.keras_resnet_net("ResNet20")
+    row = rows.Row(
+        "TFLite ResNet20 int8 vs fp32",
+        candidate=rows.tflite(net, "int8"),
+        reference=rows.tflite(net, "fp32"),
+        target=3.0,
+    )
+    record = _run_table(tmp_path, (row,))["rows"][row.name]
+    assert "TFLite int8" in record["candidate"] and _positive(record["speed_ratio"]["ratio"])
+
+
+def test_the_import_rows_say_what_the_section_measured():
+    """Old results timed the import statements; newer ones name first use, and say so."""
+    imp = {
+        "speed_ratio": {"ratio": 0.95, "ci95": None},
+        "ours_seconds": {"median": 3.9},
+        "reference_seconds": {"median": 3.7},
+        "extra_seconds": {"delta": 0.2, "ci95": None},
+    }
+    old = {"sections": {"import": imp}}
+    assert report.ratios(old)[0]["name"] == "import keras_resnet vs import keras"
+    labels = {"ratio": "first use: a vs b", "extra": "a - b"}
+    new = {"sections": {"import": {**imp, "labels": labels}}}
+    assert report.ratios(new)[0]["name"] == "first use: a vs b"
+    (target,) = report.targets(new)
+    assert target["name"] == "a - b (s)" and target["met"]
+    assert "| a - b | | | +0.200 s |" in report.summary_markdown(
+        {**new, "machine": _MACHINE, "versions": _VERSIONS, "date": "d"}, "x.json"
+    )
+    assert "  a - b: +0.200 s  met" in report.summary_text(new)
+
+
+_MACHINE = {"cpu": {"model": "cpu"}, "logical_cores": 2, "ram_gib": 1.0}
+_VERSIONS = {"tensorflow": "t", "keras": "k", "keras_resnet": "r"}
