@@ -78,6 +78,7 @@ setup(
         "protobuf>=3.20.3,<8",
         "scipy>=1.9",  # keras-tuner's Bayesian optimisation
         "numpy",
+        "safetensors>=0.4",  # reads torchvision/timm weight files (issue #16)
         "scikit-learn>=1.3",  # the offline digits dataset
         "matplotlib>=3.7",  # training curves, tuner Pareto plot
         "tensorboard",  # TF 2.21 no longer depends on it; training writes its logs
