@@ -44,6 +44,7 @@ _PUBLIC = {
     ),
     "build_backbone": "builder",
     "build_resnet": "builder",
+    "fold_batchnorm": "fold",
     "ResNetSpec": "spec",
     "StageSpec": "spec",
     "get_spec": "spec",

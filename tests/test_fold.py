@@ -1,0 +1,322 @@
+"""BN folding: the folded model computes what the model computes, with no BN after a conv."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import build_resnet
+from keras_resnet.fold import fold_batchnorm
+from keras_resnet.spec import get_spec, list_specs
+from tests.helpers import tiny_spec
+
+RELATIVE = 1e-4
+FOLDS_INTO = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+def randomize(model, seed=0):
+    """Random conv/dense biases and non-trivial BN statistics, on Keras' random kernels.
+
+    Not `tests.helpers.random_weights`: its all-positive kernels grow the activations layer
+    by layer, and with moving statistics that do not match them a 50-layer net overflows.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape
+            sign = rng.choice([-1.0, 1.0], c)
+            layer.gamma.assign(sign * rng.uniform(0.5, 1.5, c))
+            layer.beta.assign(rng.normal(0, 0.5, c))
+            layer.moving_mean.assign(rng.normal(0, 0.5, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
+        elif getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape))
+
+
+def images(shape, n=2, seed=1):
+    return np.random.default_rng(seed).uniform(0, 1, (n, *shape)).astype("float32")
+
+
+def eager(model, x):
+    return np.asarray(model(x, training=False))
+
+
+def graph(model, x):
+    return model.predict(x, verbose=0)
+
+
+def assert_same(model, folded, x, run=eager):
+    expected, got = run(model, x), run(folded, x)
+    scale = np.abs(expected).max()
+    assert scale > 0
+    assert np.abs(got - expected).max() <= RELATIVE * scale
+
+
+def bn_after_a_conv(model):
+    """BatchNormalization layers whose input a conv or dense layer makes (read from the config)."""
+    kinds = {layer.name: type(layer) for layer in model.layers}
+    return [
+        lc["name"]
+        for lc in model.get_config()["layers"]
+        if lc["class_name"] == "BatchNormalization"
+        and issubclass(
+            kinds[lc["inbound_nodes"][0]["args"][0]["config"]["keras_history"][0]], FOLDS_INTO
+        )
+    ]
+
+
+def check_fold(model, x, run=eager):
+    assert bn_after_a_conv(model)
+    folded = fold_batchnorm(model)
+    assert_same(model, folded, x, run)
+    assert not bn_after_a_conv(folded)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert len(folded.layers) < len(model.layers)
+    return folded
+
+
+# --- every named spec ----------------------------------------------------------------------
+
+
+def _shallow(spec):
+    """The spec's blocks once each: one block in stage 1, two (strided and not) in stage 2.
+
+    Depth only repeats blocks, so this keeps every kind of block a named spec has (and every
+    named spec whose blocks another already covers maps to the same shallow spec).
+    """
+    first, second = spec.stages[:2]
+    stages = (dataclasses.replace(first, blocks=1), dataclasses.replace(second, blocks=2))
+    return dataclasses.replace(spec, stages=stages)
+
+
+def _distinct_shallow_specs():
+    seen = {}
+    for name in list_specs():
+        seen.setdefault(_shallow(get_spec(name)), name)
+    return sorted(seen.values(), key=list_specs().index)
+
+
+def test_every_named_spec_has_a_distinct_shallow_form_tested():
+    covered = {_shallow(get_spec(n)) for n in _distinct_shallow_specs()}
+    assert covered == {_shallow(get_spec(n)) for n in list_specs()}
+
+
+@pytest.mark.parametrize("name", _distinct_shallow_specs())
+def test_named_specs_fold_exactly(name):
+    model = build_resnet(
+        _shallow(get_spec(name)), input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    randomize(model)
+    check_fold(model, images((32, 32, 3)))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50v2"])
+def test_full_depth_v1_and_v2_fold_exactly(name):
+    model = build_resnet(name, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    randomize(model)
+    folded = check_fold(model, images((32, 32, 3)))
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    rescaled = [layer for layer in folded.layers if isinstance(layer, keras.layers.Rescaling)]
+    # v1: every BN follows a conv; v2: only the pre-activation ones and post_bn do not.
+    expected = sorted(b.name for b in bns if b.name.endswith("preact_bn") or b.name == "post_bn")
+    assert sorted(r.name for r in rescaled) == expected
+    assert len(folded.layers) == len(model.layers) - len(bns) + len(expected)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    for conv in convs:  # names kept; a conv that took a BN gained a bias
+        assert isinstance(folded.get_layer(conv.name), keras.layers.Conv2D)
+    assert folded.get_layer("conv2_block1_1_conv").use_bias
+    assert folded.count_params() < model.count_params()
+
+
+# --- the builder's options ---------------------------------------------------------------------
+
+MATRIX = [
+    (block, version, stem, shortcut)
+    for block in ("basic", "bottleneck")
+    for version in ("v1", "v2")
+    for stem in ("cifar", "imagenet")
+    for shortcut in ("projection", "zero_pad")
+]
+HEADS = [(True, None), (False, "avg"), (False, "max"), (False, None)]
+
+
+@pytest.mark.parametrize("i", range(len(MATRIX)), ids=["-".join(m) for m in MATRIX])
+def test_every_block_version_stem_shortcut_and_head(i):
+    block, version, stem, shortcut = MATRIX[i]
+    include_top, pooling = HEADS[i % len(HEADS)]
+    spec = tiny_spec(
+        block=block, version=version, stem=stem, shortcut=shortcut, use_bias=bool(i % 3)
+    )
+    model = build_resnet(
+        spec,
+        input_shape=(32, 32, 3),
+        classes=10,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=None,
+    )
+    randomize(model, seed=i)
+    folded = check_fold(model, images((32, 32, 3), seed=i))
+    assert folded.output_shape == model.output_shape
+    assert [t.name for t in folded.inputs] == [t.name for t in model.inputs]
+
+
+def test_channels_first():
+    spec = tiny_spec(block="bottleneck", version="v2", shortcut="projection")
+    model = build_resnet(
+        spec,
+        input_shape=(3, 32, 32),
+        classes=10,
+        data_format="channels_first",
+        classifier_activation=None,
+    )
+    randomize(model)
+    x = images((3, 32, 32))
+    try:
+        graph(model, x)
+    except Exception as e:  # noqa: BLE001 - TF's CPU kernels may lack NCHW convs
+        pytest.skip(f"this CPU runs no channels_first model: {str(e).splitlines()[0]}")
+    # In graph mode: eagerly, TF 2.21's oneDNN CPU kernels get this (unfolded) model's
+    # strided NCHW convs wrong (0.27 off a channels_last twin; graph mode agrees to 2e-7).
+    check_fold(model, x, run=graph)
+
+
+def test_a_softmax_head_folds_too():
+    model = keras_resnet.ResNet20()
+    randomize(model)
+    check_fold(model, images((32, 32, 3)))
+
+
+# --- the graph, generically ----------------------------------------------------------------
+
+
+def _family_net():
+    """SE, a grouped conv, a depthwise conv, drop path, spatial dropout and a Dense + BN head."""
+    layers = keras.layers
+    inputs = keras.Input((16, 16, 8))
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.Dropout(0.3, noise_shape=(None, 1, 1, 1), name="stem_drop_path")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)  # folds through the dropped drop path
+    x = layers.ReLU(name="stem_relu")(x)
+    y = layers.Conv2D(16, 3, padding="same", groups=4, name="grouped_conv")(x)
+    y = layers.BatchNormalization(name="grouped_bn")(y)
+    y = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw_conv")(y)
+    y = layers.BatchNormalization(name="dw_bn")(y)
+    y = layers.Conv2D(16, 1, name="dw_project")(y)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(y)
+    s = layers.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
+    s = layers.Conv2D(16, 1, activation="sigmoid", name="se_expand")(s)
+    y = layers.Multiply(name="se_excite")([y, s])
+    y = layers.SpatialDropout2D(0.2, name="spatial_drop")(y)
+    x = layers.Add(name="add")([x, y])
+    x = layers.BatchNormalization(name="after_add_bn")(x)
+    x = layers.Conv2D(8, 3, activation="relu", name="relu_conv")(x)
+    x = layers.BatchNormalization(name="after_activation_bn")(x)  # a conv with its own ReLU
+    x = layers.GaussianNoise(0.1, name="noise")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dense(12, name="fc")(x)
+    x = layers.BatchNormalization(name="fc_bn")(x)
+    outputs = layers.Dense(5, name="logits")(x)
+    return keras.Model(inputs, outputs, name="family")
+
+
+def test_se_groups_depthwise_dropout_and_dense_fold():
+    model = _family_net()
+    randomize(model)
+    folded = check_fold(model, images((16, 16, 8)))
+    names = {layer.name: layer for layer in folded.layers}
+    for conv in ("stem_conv", "grouped_conv", "dw_conv", "fc"):
+        assert names[conv].use_bias, conv
+    assert names["grouped_conv"].groups == 4
+    for dropped in ("stem_drop_path", "spatial_drop", "noise", "stem_bn", "fc_bn", "dw_bn"):
+        assert dropped not in names, dropped
+    for kept in ("after_add_bn", "after_activation_bn"):
+        assert isinstance(names[kept], keras.layers.Rescaling), kept
+    assert {"se_squeeze", "se_reduce", "se_expand", "se_excite"} <= set(names)
+
+
+def test_a_conv_output_used_elsewhere_keeps_its_bn_separate():
+    inputs = keras.Input((8, 8, 4))
+    c = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="shared_conv")(inputs)
+    b = keras.layers.BatchNormalization(name="bn")(c)
+    x = keras.layers.Add(name="add")([c, b])
+    model = keras.Model(inputs, x)
+    randomize(model)
+    folded = fold_batchnorm(model)
+    assert_same(model, folded, images((8, 8, 4)))
+    assert not folded.get_layer("shared_conv").use_bias
+    assert isinstance(folded.get_layer("bn"), keras.layers.Rescaling)
+    # Nor when the conv's output is itself a model output.
+    model = keras.Model(inputs, [c, b])
+    folded = fold_batchnorm(model)
+    assert not folded.get_layer("shared_conv").use_bias
+    for got, expected in zip(folded(images((8, 8, 4))), model(images((8, 8, 4))), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_nested_functional_model_is_folded_inside():
+    inner = build_resnet(tiny_spec(), input_shape=(32, 32, 3), include_top=False, pooling="avg")
+    randomize(inner)
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(3, name="head")(inner(inputs))
+    model = keras.Model(inputs, outputs)
+    folded = fold_batchnorm(model)
+    assert_same(model, folded, images((32, 32, 3)))
+    folded_inner = folded.get_layer(inner.name)
+    assert not any(isinstance(x, keras.layers.BatchNormalization) for x in folded_inner.layers)
+
+
+def test_the_model_is_not_changed():
+    model = build_resnet(tiny_spec(), input_shape=(32, 32, 3), classes=10)
+    randomize(model)
+    before = [w.copy() for w in model.get_weights()]
+    layers = [layer.name for layer in model.layers]
+    folded = fold_batchnorm(model)
+    assert [layer.name for layer in model.layers] == layers
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not set(map(id, folded.weights)) & set(map(id, model.weights))
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_save_and_load_with_safe_mode(version, tmp_path):
+    model = build_resnet(tiny_spec(version=version), input_shape=(32, 32, 3), classes=10)
+    randomize(model)
+    folded = fold_batchnorm(model)
+    folded.save(tmp_path / "folded.keras")
+    loaded = keras.saving.load_model(tmp_path / "folded.keras", safe_mode=True)
+    x = images((32, 32, 3))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), folded.predict(x, verbose=0))
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in folded.layers]
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]),
+        _Subclassed,
+        lambda: keras.layers.Dense(2),
+        lambda: "resnet20",
+    ],
+    ids=["sequential", "subclassed", "layer", "string"],
+)
+def test_a_model_that_is_not_functional_is_refused(make):
+    with pytest.raises(ValueError, match=r"functional keras.Model.*Received: model of type") as e:
+        fold_batchnorm(make())
+    assert "\n" not in str(e.value)
+
+
+def test_public_name():
+    assert keras_resnet.fold_batchnorm is fold_batchnorm
+    assert "fold_batchnorm" in keras_resnet.__all__
