@@ -17,7 +17,13 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from keras_resnet import data
-from keras_resnet.data import DatasetNotPreparedError, DatasetSplits, load_dataset
+from keras_resnet.data import (
+    DataOptions,
+    DatasetNotPreparedError,
+    DatasetSplits,
+    load_dataset,
+    load_splits,
+)
 from keras_resnet.data.base import _flips_allowed
 from keras_resnet.data.tfds import _tfds_split_specs
 
@@ -451,3 +457,32 @@ def test_bad_arguments(kwargs, message):
     kwargs = {"dataset": "digits", **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         load_dataset(kwargs.pop("dataset"), **kwargs)
+
+
+def test_the_data_keywords_are_checked_in_one_place_for_load_train_and_search(tmp_path):
+    """`DataOptions` carries image_size, channels, label_mode, data_dir, download and augment
+    through train, search and export; a bad one is the same error from every entry point."""
+    from keras_resnet.training import train
+    from keras_resnet.tuning.search import SearchConfig
+
+    message = "`channels` must be None, 1 or 3. Received: channels=2"
+    for call in (
+        lambda: DataOptions(channels=2),
+        lambda: load_dataset("digits", channels=2),
+        lambda: train("resnet20", "digits", output_dir=tmp_path / "run", channels=2),
+        lambda: SearchConfig(channels=2),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=re.escape("Received: label_mode='onehot'")):
+        SearchConfig(label_mode="onehot")
+    with pytest.raises(ValueError, match=re.escape("Received: image_size=0")):
+        DataOptions(image_size=0)
+
+    options = DataOptions(image_size=12, data_dir=tmp_path, augment=False)
+    assert options.hw == (12, 12) and options.data_dir == str(tmp_path)
+    assert SearchConfig(image_size=12, channels=1).data == DataOptions(image_size=12, channels=1)
+    a = load_splits("digits", options, batch_size=512)
+    b = load_dataset("digits", image_size=12, data_dir=tmp_path, augment=False, batch_size=512)
+    np.testing.assert_array_equal(collect(a.test)[0], collect(b.test)[0])

@@ -1,6 +1,7 @@
 """Train / validation / test `tf.data` pipelines from one dataset reference.
 
-`load_dataset` accepts three kinds of reference:
+`load_dataset` accepts three kinds of reference (`load_splits` is the same with
+the data keywords as one `DataOptions`, what training, tuning and export pass):
 
 * ``"digits"``: scikit-learn's bundled 8x8 handwritten digits (1,797 real
   images, 10 classes). Needs no download, so it works on offline machines.
@@ -51,14 +52,17 @@ from keras_resnet.data.base import (
     OFFLINE_DATASETS,
     DatasetNotPreparedError,
 )
-from keras_resnet.data.pipeline import DatasetSplits, load_dataset
+from keras_resnet.data.options import DataOptions
+from keras_resnet.data.pipeline import DatasetSplits, load_dataset, load_splits
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "IMAGE_EXTENSIONS",
     "NO_FLIP_KEYWORDS",
     "OFFLINE_DATASETS",
+    "DataOptions",
     "DatasetNotPreparedError",
     "DatasetSplits",
     "load_dataset",
+    "load_splits",
 ]

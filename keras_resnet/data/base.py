@@ -18,7 +18,6 @@ NO_FLIP_KEYWORDS = ("digits", "mnist", "svhn", "omniglot")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 """File types read from folders (the ones Keras' folder loader indexes)."""
 
-_LABEL_MODES = ("int", "categorical")
 _TRANSLATION_FACTOR = 0.125
 # The train shuffle buffer holds source examples; cap its memory so large-image
 # datasets do not exhaust RAM while small ones (digits, cifar10) get a full shuffle.

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from keras_resnet._checks import check_positive_int as _check_positive_int
 from keras_resnet._checks import is_int as _is_int
+from keras_resnet._checks import is_number as _is_number
 from keras_resnet.data.base import (
-    _LABEL_MODES,
     _MIN_SHUFFLE_BUFFER,
     _SHUFFLE_BUFFER_BYTES,
     _TRANSLATION_FACTOR,
@@ -23,6 +23,7 @@ from keras_resnet.data.base import (
 )
 from keras_resnet.data.digits import _digits_source
 from keras_resnet.data.folder import _folder_source
+from keras_resnet.data.options import DataOptions
 from keras_resnet.data.tfds import _tfds_source
 
 
@@ -138,42 +139,74 @@ def load_dataset(
         (TensorShape([64, 32, 32, 3]), TensorShape([64, 10]), 359)
     """
     dataset = _check_dataset(dataset)
-    target_hw = _check_image_size(image_size)
+    data = DataOptions(
+        image_size=image_size,
+        channels=channels,
+        label_mode=label_mode,
+        data_dir=data_dir,
+        download=download,
+        augment=augment,
+    )
+    return load_splits(
+        dataset,
+        data,
+        batch_size=batch_size,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+    )
+
+
+def load_splits(
+    dataset: str | os.PathLike,
+    data: DataOptions,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> DatasetSplits:
+    """`load_dataset` with its data keywords as one (already checked) `DataOptions`.
+
+    What `train`, `search` and `export_run` call; the other arguments are `load_dataset`'s.
+
+    Example:
+        >>> splits = load_splits("digits", DataOptions(image_size=16, augment=False))
+        >>> splits.image_shape
+        (16, 16, 1)
+    """
+    dataset = _check_dataset(dataset)
     _check_positive_int("batch_size", batch_size)
     _check_seed(seed)
     _check_fractions(validation_fraction, test_fraction)
-    if label_mode not in _LABEL_MODES:
-        raise ValueError(
-            f"`label_mode` must be one of {_LABEL_MODES}. Received: label_mode={label_mode!r}"
-        )
-    if channels not in (None, 1, 3):
-        raise ValueError(f"`channels` must be None, 1 or 3. Received: channels={channels!r}")
-    if data_dir is not None:
-        data_dir = os.fspath(data_dir)
-
-    if dataset == "digits":
-        source = _digits_source(seed, validation_fraction, test_fraction)
-    elif os.path.isdir(os.path.expanduser(dataset)):
-        source = _folder_source(
-            dataset, target_hw, channels, seed, validation_fraction, test_fraction
-        )
-    elif _looks_like_path(dataset):
-        raise ValueError(
-            f"`dataset` folder does not exist or is not a directory. Received: dataset={dataset!r}"
-        )
-    else:
-        source = _tfds_source(dataset, data_dir, download, validation_fraction, test_fraction)
-
+    source = _source(dataset, data, seed, validation_fraction, test_fraction)
     return _build_splits(
         dataset,
         source,
-        target_hw=target_hw or source.image_hw or DEFAULT_IMAGE_SIZE,
-        channels=channels or source.channels,
+        target_hw=data.hw or source.image_hw or DEFAULT_IMAGE_SIZE,
+        channels=data.channels or source.channels,
         batch_size=batch_size,
         seed=seed,
-        augment=augment,
-        label_mode=label_mode,
+        augment=data.augment,
+        label_mode=data.label_mode,
     )
+
+
+def _source(
+    dataset: str, data: DataOptions, seed: int, validation_fraction: float, test_fraction: float
+) -> _Source:
+    """The unbatched splits of the source `dataset` names: digits, a folder or TFDS."""
+    if dataset == "digits":
+        return _digits_source(seed, validation_fraction, test_fraction)
+    if os.path.isdir(os.path.expanduser(dataset)):
+        return _folder_source(
+            dataset, data.hw, data.channels, seed, validation_fraction, test_fraction
+        )
+    if _looks_like_path(dataset):
+        raise ValueError(
+            f"`dataset` folder does not exist or is not a directory. Received: dataset={dataset!r}"
+        )
+    return _tfds_source(dataset, data.data_dir, data.download, validation_fraction, test_fraction)
 
 
 # --- argument checks ---------------------------------------------------------
@@ -195,33 +228,12 @@ def _check_seed(seed: Any) -> None:
         raise ValueError(f"`seed` must be an integer in [0, 2**32). Received: seed={seed!r}")
 
 
-def _check_image_size(image_size: Any) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    if _is_int(image_size):
-        image_size = (image_size, image_size)
-    if (
-        isinstance(image_size, (tuple, list))
-        and len(image_size) == 2
-        and all(_is_int(side) and side > 0 for side in image_size)
-    ):
-        return int(image_size[0]), int(image_size[1])
-    raise ValueError(
-        "`image_size` must be None, a positive integer or a (height, width) "
-        f"pair of positive integers. Received: image_size={image_size!r}"
-    )
-
-
 def _check_fractions(validation_fraction: Any, test_fraction: Any) -> None:
     for name, value in (
         ("validation_fraction", validation_fraction),
         ("test_fraction", test_fraction),
     ):
-        if (
-            not isinstance(value, (int, float, np.floating))
-            or isinstance(value, bool)
-            or not 0 <= value < 1
-        ):
+        if not _is_number(value) or not 0 <= value < 1:
             raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
     if validation_fraction + test_fraction >= 1:
         raise ValueError(

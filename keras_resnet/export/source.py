@@ -83,10 +83,11 @@ def load_run_data(
 ) -> tuple[dict[str, Any] | None, Any]:
     """The run's spec and its dataset's splits at the model's input size (None without one).
 
-    The dataset is `dataset` or the one the run's run.json names; `calibrate`
-    (an int8 export) makes a missing one an error.
+    The dataset is `dataset` or the one the run's run.json names, read as
+    `DataOptions` at the model's input size and channels, not augmented;
+    `calibrate` (an int8 export) makes a missing one an error.
     """
-    from keras_resnet.data import load_dataset
+    from keras_resnet.data import DataOptions, load_splits
 
     fingerprint = (run or {}).get("fingerprint", {})
     dataset = dataset or fingerprint.get("dataset")
@@ -99,13 +100,6 @@ def load_run_data(
                 f"dataset: pass --dataset (dataset=...). Received: source='{source}', dataset=None"
             )
         return spec, None
-    splits = load_dataset(
-        dataset,
-        image_size=(h, w),
-        channels=c,
-        batch_size=64,
-        seed=int(fingerprint.get("seed", 0)),
-        data_dir=data_dir,
-        augment=False,
-    )
+    data = DataOptions(image_size=(h, w), channels=c, data_dir=data_dir, augment=False)
+    splits = load_splits(dataset, data, batch_size=64, seed=int(fingerprint.get("seed", 0)))
     return spec, splits

@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_resnet._checks import config_with_overrides
 from keras_resnet._io import check_fingerprint, locked_run_dir
 from keras_resnet._io import write_json as _write_json
-from keras_resnet.data import DatasetSplits, load_dataset
+from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.errors import TrainingDivergedError
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.training.callbacks import (
@@ -98,8 +98,10 @@ def train(
         config: the hyperparameters (`TrainConfig`; default `TrainConfig()`).
         strategy: a `tf.distribute.Strategy`; default `default_strategy()`.
         width: width multiplier applied to the spec.
-        channels, label_mode, data_dir, download: passed to `load_dataset`
-            (with the config's `image_size`, `seed` and `augment`).
+        channels, label_mode, data_dir, download: how the dataset is read;
+            with the config's `image_size` and `augment` they make the run's
+            `keras_resnet.data.DataOptions`, loaded with the config's
+            `batch_size` and `seed`.
         verbose: Keras' fit verbosity ("auto": progress bars on a terminal,
             one line per epoch otherwise).
         **hyperparameters: any `TrainConfig` field, over `config`: `epochs`,
@@ -130,8 +132,16 @@ def train(
     config = config_with_overrides(
         TrainConfig, config, hyperparameters, arg="config", caller="train"
     )
+    data = DataOptions(
+        image_size=config.image_size,
+        channels=channels,
+        label_mode=label_mode,
+        data_dir=data_dir,
+        download=download,
+        augment=config.augment,
+    )
     spec, built_model = _resolve_model(model, width)
-    splits = _load(dataset, spec, built_model, config, channels, label_mode, data_dir, download)
+    splits = _load(dataset, spec, built_model, config, data)
     # Checked before the run directory is created, so a refused run leaves no files.
     strategy = strategy or default_strategy()
     refuse_multi_worker(strategy)
@@ -179,25 +189,20 @@ def _resolve_model(model: Any, width: float | None) -> tuple[ResNetSpec | None, 
     return (dataclasses.replace(spec, width=width) if width is not None else spec), None
 
 
-def _load(dataset, spec, built_model, config, channels, label_mode, data_dir, download):
+def _load(dataset, spec, built_model, config: TrainConfig, data: DataOptions) -> DatasetSplits:
     """The dataset's splits at the model's input size (one-hot when smoothing labels)."""
     if isinstance(dataset, DatasetSplits):
         splits = dataset
     else:
-        check_memory(spec, config.image_size, channels, config.batch_size)
-        size = config.image_size
+        check_memory(spec, data.image_size, data.channels, config.batch_size)
+        size = data.image_size
         if size is None:
             size = spec.default_input_size if spec else built_model.input_shape[1]
-        splits = load_dataset(
+        splits = load_splits(
             dataset,
-            image_size=size,
+            dataclasses.replace(data, image_size=size),
             batch_size=config.batch_size,
             seed=config.seed,
-            data_dir=data_dir,
-            download=download,
-            augment=config.augment,
-            label_mode=label_mode,
-            channels=channels,
         )
     if config.label_smoothing and splits.label_mode == "int":
         splits = to_one_hot(splits)

@@ -31,7 +31,7 @@ from keras_resnet._checks import (
 )
 from keras_resnet._io import locked_run_dir, write_json
 from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
-from keras_resnet.data import DatasetSplits, load_dataset
+from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.tuning.budgets import check_budgets_reachable
 from keras_resnet.tuning.distributed import check_distributed, tuner_environment, wait_for_chief
@@ -68,10 +68,12 @@ class SearchConfig:
         max_latency_ms: batch-1 latency budget in ms on this machine (see
             `latency_runtime`); every trial's latency is measured and recorded.
         space: a `SearchSpace` (default `SearchSpace()`).
-        image_size, channels, label_mode, data_dir, download, augment: passed to
-            `load_dataset` (image_size default: the base spec's input size). An
-            image size at which the base spec cannot train at the smallest batch
-            size in this machine's memory is refused before the data is read.
+        image_size, channels, label_mode, data_dir, download, augment: how the
+            dataset is read, checked as one `keras_resnet.data.DataOptions`
+            (`SearchConfig.data`); image_size is an int here (default: the base
+            spec's input size). An image size at which the base spec cannot
+            train at the smallest batch size in this machine's memory is
+            refused before the data is read.
         seed: data split, shuffling, initialisation and the oracle's draws.
         overwrite: start over (keeps the latency cache).
         role: None (one process), `"chief"` (serves the oracle, trains
@@ -146,8 +148,20 @@ class SearchConfig:
         check_positive_number("max_latency_ms", self.max_latency_ms, allow_none=True)
         check_positive_number("max_search_seconds", self.max_search_seconds, allow_none=True)
         check_positive_number("oracle_timeout", self.oracle_timeout)
-        check_positive_int("image_size", self.image_size, allow_none=True)
-        check_positive_int("channels", self.channels, allow_none=True)
+        check_positive_int("image_size", self.image_size, allow_none=True)  # square images
+        # The data keywords, checked once, as the DataOptions the search loads with.
+        object.__setattr__(
+            self,
+            "_data",
+            DataOptions(
+                image_size=self.image_size,
+                channels=self.channels,
+                label_mode=self.label_mode,
+                data_dir=self.data_dir,
+                download=self.download,
+                augment=self.augment,
+            ),
+        )
         if not is_int(self.retrain_epochs) or self.retrain_epochs < 0:
             raise ValueError(
                 "`retrain_epochs` must be an integer >= 0. "
@@ -160,6 +174,11 @@ class SearchConfig:
             raise ValueError(f"`space` must be a SearchSpace. {received('space', self.space)}")
         if self.base is not None:
             object.__setattr__(self, "base", resolve_spec(self.base))
+
+    @property
+    def data(self) -> DataOptions:
+        """The data keywords as the `DataOptions` the search loads its dataset with."""
+        return self._data
 
 
 def search(
@@ -248,8 +267,9 @@ def _check_fits(dataset: Any, config: SearchConfig, base: ResNetSpec | None) -> 
     if isinstance(dataset, DatasetSplits):
         shape, classes = dataset.image_shape, dataset.num_classes
     else:
-        side = config.image_size or base.default_input_size
-        shape, classes = (side, side, config.channels or 3), None
+        data = config.data
+        side = data.image_size or base.default_input_size
+        shape, classes = (side, side, data.channels or 3), None
     if base is None:
         base = resolve_spec(default_base(min(shape[:2])))
     resolved = (config.space or SearchSpace()).resolve(base, shape)
@@ -275,16 +295,12 @@ def _prepare(
     if isinstance(dataset, DatasetSplits):
         splits = dataset
     else:
-        splits = load_dataset(
+        data = config.data
+        splits = load_splits(
             dataset,
-            image_size=config.image_size or base.default_input_size,
+            dataclasses.replace(data, image_size=data.image_size or base.default_input_size),
             batch_size=64,
             seed=config.seed,
-            data_dir=config.data_dir,
-            download=config.download,
-            augment=config.augment,
-            label_mode=config.label_mode,
-            channels=config.channels,
         )
     hypermodel = HyperResNet(
         splits.image_shape,

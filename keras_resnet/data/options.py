@@ -1,0 +1,75 @@
+"""`DataOptions`: how a dataset reference is read; the data keywords train, search and export share.
+
+`train(..., channels=1, data_dir=...)`, `search(..., image_size=16)` and
+`export_run(..., data_dir=...)` keep their keywords; inside, the keywords travel
+as one `DataOptions` to `load_splits`, and are checked here, once, when it is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from keras_resnet._checks import check_choice, is_int, received
+
+LABEL_MODES = ("int", "categorical")
+CHANNELS = (None, 1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """The data keywords of `load_dataset`, `train`, `search` and `export_run`.
+
+    Attributes:
+        image_size: output ``(height, width)`` (an int means square); None keeps
+            the native size, or `DEFAULT_IMAGE_SIZE` when the images have none.
+        channels: ``1`` or ``3`` to convert images to grayscale / RGB; None
+            keeps the native channels (folders are read as RGB).
+        label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
+        data_dir: TFDS data directory (None: TFDS' default); kept as a str.
+        download: let TFDS download and prepare a missing dataset.
+        augment: randomly translate (and, where sensible, flip) training images.
+
+    Example:
+        >>> DataOptions(image_size=16, channels=1).hw
+        (16, 16)
+    """
+
+    image_size: int | tuple[int, int] | None = None
+    channels: int | None = None
+    label_mode: str = "int"
+    data_dir: str | None = None
+    download: bool = False
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        _image_hw(self.image_size)
+        if self.channels not in CHANNELS:
+            raise ValueError(
+                f"`channels` must be None, 1 or 3. {received('channels', self.channels)}"
+            )
+        check_choice("label_mode", self.label_mode, LABEL_MODES)
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
+
+    @property
+    def hw(self) -> tuple[int, int] | None:
+        """`image_size` as ``(height, width)``, or None."""
+        return _image_hw(self.image_size)
+
+
+def _image_hw(image_size: Any) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    hw = (image_size, image_size) if is_int(image_size) else image_size
+    if (
+        isinstance(hw, (tuple, list))
+        and len(hw) == 2
+        and all(is_int(side) and side > 0 for side in hw)
+    ):
+        return int(hw[0]), int(hw[1])
+    raise ValueError(
+        "`image_size` must be None, a positive integer or a (height, width) "
+        f"pair of positive integers. {received('image_size', image_size)}"
+    )
