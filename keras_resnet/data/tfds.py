@@ -75,72 +75,16 @@ def _tfds_source(
 ) -> _Source:
     import tensorflow_datasets as tfds
 
-    unknown = ValueError(
-        "`dataset` is neither 'digits', an existing folder, nor a TensorFlow "
-        f"Datasets name. Received: dataset={name!r}"
-    )
-    try:
-        parsed, _ = tfds.core.naming.parse_builder_name_kwargs(name)
-    except ValueError:
-        raise unknown from None
-    if parsed.namespace:
-        # Community and Hugging Face datasets resolve their code over the
-        # network, even to find out that nothing is prepared.
-        raise ValueError(
-            "`dataset` names a community TFDS dataset (namespace:name), which "
-            f"is not supported. Received: dataset={name!r}"
-        )
-
+    parsed = _parse_name(tfds, name)
     with contextlib.nullcontext() if download else _tfds_gcs_lookups_disabled():
-        try:
-            builder = tfds.builder(name, data_dir=data_dir)
-        except tfds.core.DatasetNotFoundError:
-            raise unknown from None
-        except ValueError as error:  # e.g. an unknown config or version
-            raise ValueError(
-                f"`dataset` is not a valid TensorFlow Datasets reference: {error} "
-                f"Received: dataset={name!r}"
-            ) from error
+        builder = _builder(tfds, name, data_dir)
         # The code's features are known before preparing: reject e.g. text
         # datasets before asking for a download.
         _image_and_label_features(tfds, builder.info, name)
-        if builder.is_prepared():
-            info = builder.info
-        elif not download:
-            root = data_dir or os.fspath(builder.data_dir_root)
-            raise DatasetNotPreparedError(
-                f"TensorFlow Datasets dataset {name!r} is not prepared in "
-                f"{root} (looked for {builder.data_dir}) and download=False, "
-                "so nothing is fetched. On a machine with internet, either "
-                "load it once with download=True (keras-resnet's --download "
-                f"flag), or run `tfds build {name} --data_dir {root}`, then "
-                f"copy {os.path.join(root, parsed.name)} to this machine's "
-                "data_dir. "
-                f"Received: dataset={name!r}, data_dir={data_dir!r}"
-            )
-        else:
-            # Downloads and prepares; only then does TFDS know the splits.
-            _, info = tfds.load(name, data_dir=data_dir, download=True, with_info=True)
-
+        info = _prepared_info(tfds, builder, name, parsed.name, data_dir, download)
         image_feature, label_feature = _image_and_label_features(tfds, info, name)
         specs = _tfds_split_specs(info.splits, name, validation_fraction, test_fraction)
-        requested = [spec for spec in specs.values() if spec]
-        loaded = dict(
-            zip(
-                requested,
-                tfds.load(
-                    name,
-                    split=requested,
-                    as_supervised=True,
-                    data_dir=data_dir,
-                    download=False,
-                ),
-                strict=True,
-            )
-        )
-
-    empty = loaded[specs["train"]].take(0)
-    datasets = {split: loaded[spec] if spec else empty for split, spec in specs.items()}
+        datasets = _load_splits(tfds, name, specs, data_dir)
     height, width, native_channels = image_feature.shape
     dtype = np.dtype(image_feature.np_dtype)
     return _Source(
@@ -155,6 +99,81 @@ def _tfds_source(
         scale=float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0,
         flips=_flips_allowed(parsed.name),
     )
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(
+        "`dataset` is neither 'digits', an existing folder, nor a TensorFlow "
+        f"Datasets name. Received: dataset={name!r}"
+    )
+
+
+def _parse_name(tfds: Any, name: str) -> Any:
+    """TFDS' parsed reference; a name it cannot parse, or a community one, is refused."""
+    try:
+        parsed, _ = tfds.core.naming.parse_builder_name_kwargs(name)
+    except ValueError:
+        raise _unknown(name) from None
+    if parsed.namespace:
+        # Community and Hugging Face datasets resolve their code over the
+        # network, even to find out that nothing is prepared.
+        raise ValueError(
+            "`dataset` names a community TFDS dataset (namespace:name), which "
+            f"is not supported. Received: dataset={name!r}"
+        )
+    return parsed
+
+
+def _builder(tfds: Any, name: str, data_dir: str | None) -> Any:
+    """The dataset's TFDS builder; an unknown name, config or version is a ValueError."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise _unknown(name) from None
+    except ValueError as error:  # e.g. an unknown config or version
+        raise ValueError(
+            f"`dataset` is not a valid TensorFlow Datasets reference: {error} "
+            f"Received: dataset={name!r}"
+        ) from error
+
+
+def _prepared_info(
+    tfds: Any, builder: Any, name: str, base_name: str, data_dir: str | None, download: bool
+) -> Any:
+    """The prepared dataset's info, downloading and preparing it first only if `download`."""
+    if builder.is_prepared():
+        return builder.info
+    if not download:
+        root = data_dir or os.fspath(builder.data_dir_root)
+        raise DatasetNotPreparedError(
+            f"TensorFlow Datasets dataset {name!r} is not prepared in "
+            f"{root} (looked for {builder.data_dir}) and download=False, "
+            "so nothing is fetched. On a machine with internet, either "
+            "load it once with download=True (keras-resnet's --download "
+            f"flag), or run `tfds build {name} --data_dir {root}`, then "
+            f"copy {os.path.join(root, base_name)} to this machine's "
+            "data_dir. "
+            f"Received: dataset={name!r}, data_dir={data_dir!r}"
+        )
+    # Downloads and prepares; only then does TFDS know the splits.
+    _, info = tfds.load(name, data_dir=data_dir, download=True, with_info=True)
+    return info
+
+
+def _load_splits(
+    tfds: Any, name: str, specs: dict[str, str | None], data_dir: str | None
+) -> dict[str, tf.data.Dataset]:
+    """train/validation/test datasets of the split specs (an empty one where a spec is None)."""
+    requested = [spec for spec in specs.values() if spec]
+    loaded = dict(
+        zip(
+            requested,
+            tfds.load(name, split=requested, as_supervised=True, data_dir=data_dir, download=False),
+            strict=True,
+        )
+    )
+    empty = loaded[specs["train"]].take(0)
+    return {split: loaded[spec] if spec else empty for split, spec in specs.items()}
 
 
 def _image_and_label_features(tfds: Any, info: Any, name: str) -> tuple[Any, Any]:
