@@ -20,6 +20,7 @@ import keras
 from keras.applications import imagenet_utils  # public: preprocess_input, decode_predictions
 
 from keras_resnet.builder import build_resnet
+from keras_resnet.catalog import APPLICATION_TABLE
 from keras_resnet.spec import get_spec
 from keras_resnet.weights import WEIGHTS_HASHES
 
@@ -55,28 +56,9 @@ Example:
 {params}
 """
 
-# public name -> (spec name, paper/title extra, default classes, parameter count with top)
-_TABLE: dict[str, tuple[str, str, int, int]] = {
-    "ResNet18": ("resnet18", " (He et al. 2015)", 1000, 11_699_112),
-    "ResNet34": ("resnet34", " (He et al. 2015)", 1000, 21_814_696),
-    "ResNet50": ("resnet50", "", 1000, 25_636_712),
-    "ResNet101": ("resnet101", "", 1000, 44_707_176),
-    "ResNet152": ("resnet152", "", 1000, 60_419_944),
-    "ResNet18V2": ("resnet18v2", " (pre-activation, He et al. 2016)", 1000, 11_695_528),
-    "ResNet34V2": ("resnet34v2", " (pre-activation, He et al. 2016)", 1000, 21_811_112),
-    "ResNet50V2": ("resnet50v2", "", 1000, 25_613_800),
-    "ResNet101V2": ("resnet101v2", "", 1000, 44_675_560),
-    "ResNet152V2": ("resnet152v2", "", 1000, 60_380_648),
-    "ResNet20": ("resnet20", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 271_098),
-    "ResNet32": ("resnet32", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 466_426),
-    "ResNet44": ("resnet44", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 661_754),
-    "ResNet56": ("resnet56", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 857_082),
-    "ResNet110": ("resnet110", " for CIFAR (He et al. 2015, sec. 4.2)", 10, 1_736_058),
-}
-
 
 def _application(public_name: str) -> Callable[..., keras.Model]:
-    spec_key, extra, default_classes, params = _TABLE[public_name]
+    spec_key, extra, default_classes, params = APPLICATION_TABLE[public_name]
     spec = get_spec(spec_key)
     published = spec_key in WEIGHTS_HASHES
 
@@ -135,8 +117,22 @@ ResNet32 = _application("ResNet32")
 ResNet44 = _application("ResNet44")
 ResNet56 = _application("ResNet56")
 ResNet110 = _application("ResNet110")
+ResNet18D = _application("ResNet18D")
+ResNet34D = _application("ResNet34D")
+ResNet50D = _application("ResNet50D")
+ResNet101D = _application("ResNet101D")
+ResNet152D = _application("ResNet152D")
+SEResNet50 = _application("SEResNet50")
+SEResNeXt50 = _application("SEResNeXt50")
+ResNeXt50 = _application("ResNeXt50")
+ResNeXt101 = _application("ResNeXt101")
+WideResNet50_2 = _application("WideResNet50_2")
+WideResNet101_2 = _application("WideResNet101_2")
+WideResNet28_10 = _application("WideResNet28_10")
 
-APPLICATIONS: dict[str, Callable[..., keras.Model]] = {name: globals()[name] for name in _TABLE}
+APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
+    name: globals()[name] for name in APPLICATION_TABLE
+}
 
 
 def preprocess_input(x: Any, data_format: str | None = None) -> Any:

@@ -16,6 +16,23 @@ Shortcuts, decided from the block's input and output shapes:
 - `zero_pad` (option A, the paper's CIFAR nets): subsample with a 1x1 max pool
   and zero-pad the new channels, no parameters.
 
+The family's parts, each a spec field (see `ResNetSpec`): grouped 3x3 convs
+(ResNeXt, Wide ResNet), the `avg` shortcut (ResNet-D: `{name}_0_pool`, a 2x2
+average pool, before the 1x1 conv), squeeze-and-excitation on the branch after
+its last BN (`{name}_se_*`), stochastic depth as a `Dropout` with one value per
+sample (`{name}_drop_path`), and a zero-initialised last BN gamma.
+
+Layer names against torchvision's and timm's state-dict keys (`layer{i}.{j}` is
+our `conv{i+1}_block{j+1}`; a weight port is this renaming):
+
+    {name}_1_conv / _1_bn        conv1 / bn1
+    {name}_2_conv / _2_bn        conv2 / bn2   (grouped for ResNeXt)
+    {name}_3_conv / _3_bn        conv3 / bn3
+    {name}_0_conv / _0_bn        downsample.0 / downsample.1   (torchvision, timm)
+                                 downsample.1 / downsample.2   (timm's avg shortcut:
+                                 downsample.0 is the pool, parameter-free)
+    {name}_se_reduce / _expand   se.fc1 / se.fc2   (timm's SEModule)
+
 3x3 convs use `"same"` padding at stride 1 and an explicit symmetric
 `ZeroPadding2D` at stride > 1, because TF's `"same"` pads a strided conv
 asymmetrically and ported PyTorch weights would then be off by a pixel. v2
@@ -45,19 +62,23 @@ class BlockConfig:
     version: str
     bottleneck_stride: str
     expansion: int
+    groups: int
+    se_ratio: float
+    zero_init_last: bool
+    spec: ResNetSpec
+    drop_path: float = 0.0  # this block's rate: the builder sets it block by block
 
     @classmethod
     def from_spec(cls, spec: ResNetSpec, data_format: str) -> BlockConfig:
-        return cls(
-            data_format=data_format,
-            use_bias=spec.use_bias,
-            bn_epsilon=spec.bn_epsilon,
-            bn_momentum=spec.bn_momentum,
-            shortcut=spec.shortcut,
-            version=spec.version,
-            bottleneck_stride=spec.bottleneck_stride,
-            expansion=spec.expansion,
-        )
+        copied = {f.name for f in dataclasses.fields(cls)} - {"data_format", "spec", "drop_path"}
+        return cls(data_format=data_format, spec=spec, **{f: getattr(spec, f) for f in copied})
+
+    def inner(self, filters: int) -> int:
+        """A bottleneck's 3x3 width (see `ResNetSpec.inner_channels`)."""
+        return self.spec.inner_channels(filters)
+
+    def se_channels(self, channels: int) -> int:
+        return self.spec.se_channels(channels)
 
     @property
     def channel_axis(self) -> int:
@@ -68,7 +89,9 @@ class BlockConfig:
 # Layer helpers ----------------------------------------------------------------
 
 
-def conv(x, filters: int, kernel: int, stride: int, cfg: BlockConfig, name: str, use_bias=None):
+def conv(
+    x, filters: int, kernel: int, stride: int, cfg: BlockConfig, name: str, use_bias=None, groups=1
+):
     """A conv with 'valid' padding for 1x1 and explicit-or-'same' padding for kxk (see module)."""
     bias = cfg.use_bias if use_bias is None else use_bias
     padding = "valid"
@@ -84,17 +107,19 @@ def conv(x, filters: int, kernel: int, stride: int, cfg: BlockConfig, name: str,
         kernel,
         strides=stride,
         padding=padding,
+        groups=groups,
         use_bias=bias,
         data_format=cfg.data_format,
         name=f"{name}_conv",
     )(x)
 
 
-def bn(x, cfg: BlockConfig, name: str):
+def bn(x, cfg: BlockConfig, name: str, zero_gamma: bool = False):
     return layers.BatchNormalization(
         axis=cfg.channel_axis,
         epsilon=cfg.bn_epsilon,
         momentum=cfg.bn_momentum,
+        gamma_initializer="zeros" if zero_gamma else "ones",
         name=f"{name}_bn",
     )(x)
 
@@ -134,16 +159,47 @@ def shortcut(x, preact, out_channels: int, stride: int, cfg: BlockConfig, name: 
     in_channels = channels(x, cfg)
     if in_channels == out_channels and stride == 1:
         return x
-    project_spatial_only = cfg.version == "v1" and cfg.shortcut == "projection"
-    if cfg.shortcut == "projection" and (in_channels != out_channels or project_spatial_only):
-        if cfg.version == "v1":
-            s = conv(x, out_channels, 1, stride, cfg, f"{name}_0")
-            return bn(s, cfg, f"{name}_0")
-        return conv(preact, out_channels, 1, stride, cfg, f"{name}_0")
+    projected = cfg.shortcut in ("projection", "avg")
+    if projected and (in_channels != out_channels or cfg.version == "v1"):
+        s = x if cfg.version == "v1" else preact
+        if cfg.shortcut == "avg" and stride > 1:
+            # timm's AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False): "same"
+            # pads only past the end and averages over the real pixels, as ceil_mode does.
+            pool = layers.AveragePooling2D(
+                2, stride, padding="same", data_format=cfg.data_format, name=f"{name}_0_pool"
+            )
+            s = pool(s)
+            stride = 1
+        s = conv(s, out_channels, 1, stride, cfg, f"{name}_0")
+        return bn(s, cfg, f"{name}_0") if cfg.version == "v1" else s
     s = _subsample(x, stride, cfg) if stride > 1 else x
     if in_channels != out_channels:
         s = _pad_channels(s, out_channels, cfg, f"{name}_0")
     return s
+
+
+def squeeze_excite(y, cfg: BlockConfig, name: str):
+    """timm's SEModule: mean over space, 1x1 conv-ReLU-1x1 conv (with biases), sigmoid gate."""
+    c, df = channels(y, cfg), cfg.data_format
+    s = layers.GlobalAveragePooling2D(data_format=df, keepdims=True, name=f"{name}_squeeze")(y)
+    s = layers.Conv2D(cfg.se_channels(c), 1, data_format=df, name=f"{name}_reduce")(s)
+    s = relu(s, f"{name}_relu")
+    s = layers.Conv2D(c, 1, activation="sigmoid", data_format=df, name=f"{name}_expand")(s)
+    return layers.Multiply(name=f"{name}_excite")([y, s])
+
+
+def branch_end(y, cfg: BlockConfig, name: str):
+    """What follows a residual branch's last layer before the add: SE, then drop path.
+
+    Drop path is a `Dropout` whose noise has one value per sample (timm's
+    `DropPath`: the whole branch kept or dropped, survivors scaled by
+    1/(1 - rate)); at inference it is the identity.
+    """
+    if cfg.se_ratio:
+        y = squeeze_excite(y, cfg, f"{name}_se")
+    if cfg.drop_path:
+        y = layers.Dropout(cfg.drop_path, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
+    return y
 
 
 # Blocks -------------------------------------------------------------------------
@@ -153,8 +209,8 @@ def basic_v1(x, filters: int, stride: int, cfg: BlockConfig, name: str):
     """conv3x3-BN-ReLU-conv3x3-BN, add, ReLU (He et al. 2015, fig. 2)."""
     s = shortcut(x, x, filters, stride, cfg, name)
     y = relu(bn(conv(x, filters, 3, stride, cfg, f"{name}_1"), cfg, f"{name}_1"), f"{name}_1_relu")
-    y = bn(conv(y, filters, 3, 1, cfg, f"{name}_2"), cfg, f"{name}_2")
-    y = layers.Add(name=f"{name}_add")([s, y])
+    y = bn(conv(y, filters, 3, 1, cfg, f"{name}_2"), cfg, f"{name}_2", cfg.zero_init_last)
+    y = layers.Add(name=f"{name}_add")([s, branch_end(y, cfg, name)])
     return relu(y, f"{name}_out")
 
 
@@ -162,11 +218,13 @@ def bottleneck_v1(x, filters: int, stride: int, cfg: BlockConfig, name: str):
     """conv1x1-conv3x3-conv1x1 with BN-ReLU after each, add, ReLU (keras ResNet50)."""
     out = cfg.expansion * filters
     s1, s3 = (stride, 1) if cfg.bottleneck_stride == "1x1" else (1, stride)
+    inner = cfg.inner(filters)
     s = shortcut(x, x, out, stride, cfg, name)
-    y = relu(bn(conv(x, filters, 1, s1, cfg, f"{name}_1"), cfg, f"{name}_1"), f"{name}_1_relu")
-    y = relu(bn(conv(y, filters, 3, s3, cfg, f"{name}_2"), cfg, f"{name}_2"), f"{name}_2_relu")
-    y = bn(conv(y, out, 1, 1, cfg, f"{name}_3"), cfg, f"{name}_3")
-    y = layers.Add(name=f"{name}_add")([s, y])
+    y = relu(bn(conv(x, inner, 1, s1, cfg, f"{name}_1"), cfg, f"{name}_1"), f"{name}_1_relu")
+    y = conv(y, inner, 3, s3, cfg, f"{name}_2", groups=cfg.groups)
+    y = relu(bn(y, cfg, f"{name}_2"), f"{name}_2_relu")
+    y = bn(conv(y, out, 1, 1, cfg, f"{name}_3"), cfg, f"{name}_3", cfg.zero_init_last)
+    y = layers.Add(name=f"{name}_add")([s, branch_end(y, cfg, name)])
     return relu(y, f"{name}_out")
 
 
@@ -181,24 +239,31 @@ def basic_v2(x, filters: int, stride: int, cfg: BlockConfig, name: str):
     y = conv(p, filters, 3, stride, cfg, f"{name}_1", use_bias=False)
     y = relu(bn(y, cfg, f"{name}_1"), f"{name}_1_relu")
     y = conv(y, filters, 3, 1, cfg, f"{name}_2")
-    return layers.Add(name=f"{name}_out")([s, y])
+    return layers.Add(name=f"{name}_out")([s, branch_end(y, cfg, name)])
 
 
 def bottleneck_v2(x, filters: int, stride: int, cfg: BlockConfig, name: str):
     """Pre-activation bottleneck, layer for layer keras.applications' ResNetV2 block."""
     out = cfg.expansion * filters
     s1, s3 = (stride, 1) if cfg.bottleneck_stride == "1x1" else (1, stride)
+    inner = cfg.inner(filters)
     p = _preact(x, cfg, name)
     s = shortcut(x, p, out, stride, cfg, name)
-    y = conv(p, filters, 1, s1, cfg, f"{name}_1", use_bias=False)
+    y = conv(p, inner, 1, s1, cfg, f"{name}_1", use_bias=False)
     y = relu(bn(y, cfg, f"{name}_1"), f"{name}_1_relu")
     y = layers.ZeroPadding2D(1, data_format=cfg.data_format, name=f"{name}_2_pad")(y)
     y = layers.Conv2D(
-        filters, 3, strides=s3, use_bias=False, data_format=cfg.data_format, name=f"{name}_2_conv"
+        inner,
+        3,
+        strides=s3,
+        groups=cfg.groups,
+        use_bias=False,
+        data_format=cfg.data_format,
+        name=f"{name}_2_conv",
     )(y)
     y = relu(bn(y, cfg, f"{name}_2"), f"{name}_2_relu")
     y = conv(y, out, 1, 1, cfg, f"{name}_3")
-    return layers.Add(name=f"{name}_out")([s, y])
+    return layers.Add(name=f"{name}_out")([s, branch_end(y, cfg, name)])
 
 
 BlockFn = Callable[[keras.KerasTensor, int, int, BlockConfig, str], keras.KerasTensor]

@@ -11,6 +11,7 @@ rejects exactly what the keras.applications one does.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
 from collections.abc import Callable, Sequence
@@ -90,6 +91,16 @@ def _check_arguments(
         imagenet_utils.validate_activation(classifier_activation, weights)
 
 
+def _deep_stem(x, spec: ResNetSpec, cfg: blocks.BlockConfig):
+    """timm's `stem_type="deep"`: conv1.0/.1 -> conv1_1_*, conv1.3/.4 -> conv1_2_*,
+    conv1.6 -> conv1_conv (and bn1 -> conv1_bn, as in the other stems)."""
+    mid, mid_bias = max(1, spec.scaled_stem_filters // 2), spec.use_bias and spec.version == "v1"
+    for i, stride in ((1, 2), (2, 1)):
+        x = blocks.conv(x, mid, 3, stride, cfg, f"conv1_{i}", use_bias=mid_bias)
+        x = blocks.relu(blocks.bn(x, cfg, f"conv1_{i}"), f"conv1_{i}_relu")
+    return blocks.conv(x, spec.scaled_stem_filters, 3, 1, cfg, "conv1")
+
+
 def _stem(x, spec: ResNetSpec, cfg: blocks.BlockConfig):
     filters = spec.scaled_stem_filters
     df = cfg.data_format
@@ -98,13 +109,15 @@ def _stem(x, spec: ResNetSpec, cfg: blocks.BlockConfig):
         x = layers.Conv2D(
             filters, 7, strides=2, use_bias=spec.use_bias, data_format=df, name="conv1_conv"
         )(x)
+    elif spec.stem == "deep":
+        x = _deep_stem(x, spec, cfg)
     else:
         x = layers.Conv2D(
             filters, 3, padding="same", use_bias=spec.use_bias, data_format=df, name="conv1_conv"
         )(x)
     if spec.version == "v1":
         x = blocks.relu(blocks.bn(x, cfg, "conv1"), "conv1_relu")
-    if spec.stem == "imagenet":
+    if spec.stem != "cifar":
         x = layers.ZeroPadding2D(1, data_format=df, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, data_format=df, name="pool1_pool")(x)
     return x
@@ -113,12 +126,12 @@ def _stem(x, spec: ResNetSpec, cfg: blocks.BlockConfig):
 def _stages(x, spec: ResNetSpec, cfg: blocks.BlockConfig) -> list:
     """Runs every stage; returns each stage's output (stage i is named `conv{i+2}`)."""
     block = blocks.get_block(spec)
+    strides, rates = iter(spec.block_strides()), iter(spec.drop_path_rates())
     outputs = []
     for i, stage in enumerate(spec.scaled_stages()):
-        strided = 0 if spec.stride_block == "first" else stage.blocks - 1
         for j in range(stage.blocks):
-            stride = stage.stride if j == strided else 1
-            x = block(x, stage.filters, stride, cfg, f"conv{i + 2}_block{j + 1}")
+            block_cfg = dataclasses.replace(cfg, drop_path=next(rates))
+            x = block(x, stage.filters, next(strides), block_cfg, f"conv{i + 2}_block{j + 1}")
         outputs.append(x)
     return outputs
 

@@ -32,7 +32,7 @@ TRAIN_KEYS = (
 EXPORT_KEYS = (
     "dataset", "data_dir", "formats", "overwrite", "calibration_samples", "verify_samples",
     "min_int8_agreement", "preprocessing", "top_k", "uint8_signature", "latency_runs",
-    "num_threads",
+    "num_threads", "fold",
 )  # fmt: skip
 SEARCH_KEYS = (
     "tuner", "objective", "max_trials", "max_epochs", "hyperband_factor", "max_params",
@@ -42,7 +42,7 @@ SEARCH_KEYS = (
 )  # fmt: skip
 SPACE_KEYS = (
     "widths", "num_stages", "block_types", "versions", "stems", "optimizers", "batch_sizes",
-    "learning_rate", "weight_decay",
+    "learning_rate", "weight_decay", "se_ratios", "groups", "shortcuts", "drop_path_rates",
 )  # fmt: skip
 
 
@@ -61,7 +61,7 @@ def _default_classes(spec) -> int:
 
 
 def _spec_from_args(args: argparse.Namespace, default: str | None = None):
-    """--model NAME or --spec FILE (or `default`), with --width applied on top."""
+    """--model NAME or --spec FILE (or `default`), with --width and --drop-path applied on top."""
     import dataclasses
     import json
 
@@ -77,8 +77,9 @@ def _spec_from_args(args: argparse.Namespace, default: str | None = None):
         spec = get_spec(getattr(args, "model", default))
     else:
         return None
-    if hasattr(args, "width"):
-        spec = dataclasses.replace(spec, width=args.width)
+    for field in ("width", "drop_path_rate"):
+        if hasattr(args, field):
+            spec = dataclasses.replace(spec, **{field: getattr(args, field)})
     return spec
 
 
@@ -90,16 +91,31 @@ def _add_list(sub) -> None:
     p.set_defaults(func=_cmd_list)
 
 
+def _parts(spec) -> str:
+    """What a spec adds to the plain ResNet, in a few words (`keras-resnet list`)."""
+    parts = [spec.version, f"{spec.stem} stem", f"{spec.shortcut} shortcut"]
+    if spec.groups > 1:
+        parts.append(f"{spec.groups}x{spec.width_per_group}d groups")
+    elif spec.width_per_group != 64:
+        parts.append(f"{spec.width_per_group // 64}x wide")
+    if spec.se_ratio:
+        parts.append(f"SE 1/{round(1 / spec.se_ratio)}")
+    if spec.zero_init_last:
+        parts.append("zero-init")
+    return ", ".join(parts)
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    from keras_resnet.catalog import application_name
     from keras_resnet.spec import get_spec, list_specs
 
-    print(f"{'name':<12} {'block':<10} {'version':<7} {'stem':<8} {'depth':>5} {'params':>12}")
+    print(f"{'name':<18} {'application':<16} {'block':<10} {'depth':>5} {'params':>12}  parts")
     for name in list_specs():
         spec = get_spec(name)
-        classes = _default_classes(spec)
+        params = spec.count_params(classes=_default_classes(spec))
+        app = application_name(name) or "-"
         print(
-            f"{name:<12} {spec.block:<10} {spec.version:<7} {spec.stem:<8} {spec.depth:>5} "
-            f"{spec.count_params(classes=classes):>12,}"
+            f"{name:<18} {app:<16} {spec.block:<10} {spec.depth:>5} {params:>12,}  {_parts(spec)}"
         )
     return 0
 
@@ -148,6 +164,13 @@ def _add_train(sub) -> None:
     which.add_argument("--model", help=f"a named spec (default {constants.DEMO_MODEL})")
     which.add_argument("--spec", help="a spec JSON file (ResNetSpec.to_dict(), best_spec.json)")
     p.add_argument("--width", type=float, help="width multiplier applied to the spec")
+    p.add_argument(
+        "--drop-path",
+        dest="drop_path_rate",
+        type=float,
+        help="stochastic depth: the last block's drop rate, rising linearly from 0 (timm's "
+        "drop_path_rate; default: the spec's)",
+    )
     p.add_argument("--output", required=True, help="run directory (rerun to resume)")
     _add_data_arguments(p, "the spec's input size")
     p.add_argument("--epochs", type=int, help=f"default {constants.DEFAULT_EPOCHS}")
@@ -247,6 +270,13 @@ def _add_export(sub) -> None:
     p.add_argument("--preprocessing", help="uint8 signature: " + _choices(constants.PREPROCESSING))
     p.add_argument("--top-k", type=int, help=f"default {constants.DEFAULT_TOP_K}")
     p.add_argument("--no-uint8-signature", dest="uint8_signature", action="store_false")
+    p.add_argument(
+        "--no-fold",
+        dest="fold",
+        action="store_false",
+        help="keep BatchNormalization in the .keras/SavedModel/TFLite graph (default: folded "
+        "into the convs, verified against the unfolded model)",
+    )
     p.add_argument(
         "--latency-runs",
         type=int,
@@ -354,11 +384,18 @@ def _add_space_arguments(p: argparse.ArgumentParser) -> None:
     for flag, values in (
         ("--block-types", "basic,bottleneck"),
         ("--versions", "v1,v2"),
-        ("--stems", "cifar,imagenet (default by size)"),
+        ("--stems", "cifar,imagenet,deep (default by size)"),
         ("--optimizers", ",".join(constants.OPTIMIZERS)),
     ):
         p.add_argument(flag, type=_list_of(str, flag), help=values)
     p.add_argument("--batch-sizes", type=_list_of(int, "--batch-sizes"), help="e.g. 32,64,128")
+    for flag, kind, example in (  # the family's optional parts, off unless given
+        ("--se-ratios", float, "squeeze-and-excitation, e.g. 0,0.0625"),
+        ("--groups", int, "grouped 3x3 in bottlenecks, e.g. 1,4"),
+        ("--shortcuts", str, "e.g. projection,avg"),
+        ("--drop-path-rates", float, "stochastic depth, e.g. 0,0.1"),
+    ):
+        p.add_argument(flag, type=_list_of(kind, flag), help=f"{example} (default: off)")
     for flag, dest in (("--lr-range", "learning_rate"), ("--weight-decay-range", "weight_decay")):
         p.add_argument(
             flag,

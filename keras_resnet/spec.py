@@ -26,18 +26,29 @@ import dataclasses
 import json
 import math
 import numbers
-import os
 from typing import Any
 
+from keras_resnet import sizing
 from keras_resnet._checks import is_int
 from keras_resnet._checks import received as _received
 
+# Re-exported for the modules that import it from here (it lives with the other sizes).
+check_fits_in_memory = sizing.check_fits_in_memory
+
 BLOCKS = ("basic", "bottleneck")
 VERSIONS = ("v1", "v2")
-STEMS = ("imagenet", "cifar")
-SHORTCUTS = ("projection", "zero_pad")
+STEMS = ("imagenet", "cifar", "deep")
+SHORTCUTS = ("projection", "zero_pad", "avg")
+#: How much each stem downsamples (the ImageNet and deep stems: a stride-2 conv and a max pool).
+STEM_STRIDES = {"imagenet": 4, "deep": 4, "cifar": 1}
+#: squeeze-and-excitation channels are rounded to a multiple of this (timm's `rd_divisor`).
+SE_DIVISOR = 8
 STRIDE_BLOCKS = ("first", "last")
 BOTTLENECK_STRIDES = ("1x1", "3x3")
+
+#: Fields added with the ResNet family (ResNeXt, SE, stochastic depth, zero-init): written
+#: to JSON only when set (see `ResNetSpec.to_dict`).
+FAMILY_FIELDS = ("groups", "width_per_group", "se_ratio", "drop_path_rate", "zero_init_last")
 
 # Sizes past which a spec is a typo, not a network: they are refused before anything is
 # built (a million blocks would hang the builder; ResNet-1202, the deepest in the papers,
@@ -78,6 +89,24 @@ def _check_float(name: str, value: Any, low: float, high: float, low_inclusive: 
         )
 
 
+def make_divisible(value: float, divisor: int, round_limit: float = 0.9) -> int:
+    """`value` rounded to the nearest multiple of `divisor` (half up), never below `divisor`,
+    and bumped up one step when rounding lost more than `1 - round_limit` of it.
+
+    The rule of MobileNet's `_make_divisible` and timm's `make_divisible` (which SE
+    modules call with `round_limit=0`: no bump).
+
+    Example:
+
+    >>> make_divisible(83.2, 8), make_divisible(256 / 16, 8, 0.0), make_divisible(4.0, 8, 0.0)
+    (80, 16, 8)
+    """
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return int(rounded)
+
+
 def scale_filters(filters: int, width: float, divisor: int) -> int:
     """Scales a filter count by `width`, rounded as described in the module doc.
 
@@ -88,11 +117,7 @@ def scale_filters(filters: int, width: float, divisor: int) -> int:
     """
     if width == 1.0:
         return int(filters)
-    value = filters * width
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return int(rounded)
+    return make_divisible(filters * width, divisor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +154,15 @@ class ResNetSpec:
         width: multiplier on every filter count (see the module doc for rounding).
         width_divisor: filter counts are rounded to a multiple of this when
             `width != 1`.
-        stem: `"imagenet"` (7x7/2 conv + 3x3/2 max pool) or `"cifar"` (3x3/1 conv).
-        stem_filters: filters of the stem conv (before width scaling).
-        shortcut: `"projection"` (1x1 conv where the shape changes, option B)
-            or `"zero_pad"` (subsample and zero-pad channels, option A).
+        stem: `"imagenet"` (7x7/2 conv + 3x3/2 max pool), `"deep"` (three 3x3
+            convs, the first strided, `stem_filters // 2` wide but the last,
+            then the max pool: ResNet-C, timm's `stem_type="deep"`) or
+            `"cifar"` (3x3/1 conv).
+        stem_filters: filters of the stem's (last) conv (before width scaling).
+        shortcut: `"projection"` (1x1 conv where the shape changes, option B),
+            `"avg"` (ResNet-D: a 2x2 average pool strided as the block, then the
+            1x1 conv at stride 1) or `"zero_pad"` (subsample and zero-pad
+            channels, option A).
         use_bias: whether convs carry a bias. In v2, a conv that feeds straight
             into BatchNormalization never has one (keras.applications' layout).
         bn_epsilon: BatchNormalization epsilon.
@@ -144,6 +174,26 @@ class ResNetSpec:
             `"1x1"` conv (Caffe/keras ResNet50) or on the `"3x3"` (ResNet v1.5,
             keras ResNetV2).
         expansion: channel expansion of bottleneck blocks.
+        groups: groups of a bottleneck's 3x3 conv (ResNeXt's cardinality, 32 in
+            ResNeXt-50 32x4d). Bottleneck blocks only.
+        width_per_group: channels per group of that conv at `filters=64`
+            (torchvision's `width_per_group`, timm's `base_width`): the 3x3
+            conv has `filters * width_per_group // 64 * groups` channels, so 64
+            is the plain ResNet, 4 with 32 groups ResNeXt-50 32x4d, 128 Wide
+            ResNet-50-2. Bottleneck blocks only.
+        se_ratio: squeeze-and-excitation on each residual branch (after its
+            last BN, before the add, where timm places it), reducing to
+            `out * se_ratio` channels rounded to a multiple of 8 as timm's
+            `make_divisible(..., round_limit=0)` does; 0 turns it off
+            (SE-ResNet: 1/16).
+        drop_path_rate: stochastic depth: the residual branch of block k (of n
+            in the network) is dropped per sample with probability
+            `drop_path_rate * k / (n - 1)`, rising linearly from 0 (timm's rule);
+            identity at inference.
+        zero_init_last: start the last BatchNormalization of every residual
+            branch with gamma = 0, so each block starts as the identity (timm's
+            `zero_init_last`, Goyal et al. 2017). v1 only: a v2 branch ends in
+            a conv.
     """
 
     stages: tuple[StageSpec, ...]
@@ -160,6 +210,11 @@ class ResNetSpec:
     stride_block: str = "first"
     bottleneck_stride: str = "1x1"
     expansion: int = 4
+    groups: int = 1
+    width_per_group: int = 64
+    se_ratio: float = 0.0
+    drop_path_rate: float = 0.0
+    zero_init_last: bool = False
 
     def __post_init__(self) -> None:
         stages = self.stages
@@ -208,16 +263,47 @@ class ResNetSpec:
         _check_choice("stride_block", self.stride_block, STRIDE_BLOCKS)
         _check_choice("bottleneck_stride", self.bottleneck_stride, BOTTLENECK_STRIDES)
         _check_int("expansion", self.expansion, maximum=64)
+        self._check_family()
         self._check_channels()
         if self.shortcut == "zero_pad":
             self._check_channels_never_shrink()
         # Store plain floats so equality and JSON do not depend on the number type given.
-        object.__setattr__(self, "width", float(self.width))
-        object.__setattr__(self, "bn_epsilon", float(self.bn_epsilon))
-        object.__setattr__(self, "bn_momentum", float(self.bn_momentum))
+        for name in ("width", "bn_epsilon", "bn_momentum", "se_ratio", "drop_path_rate"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def _check_family(self) -> None:
+        """The ResNeXt / SE / stochastic-depth / zero-init fields."""
+        _check_int("groups", self.groups, maximum=MAX_CHANNELS)
+        _check_int("width_per_group", self.width_per_group, maximum=MAX_CHANNELS)
+        if self.block == "basic" and (self.groups, self.width_per_group) != (1, 64):
+            raise ValueError(
+                "`groups` and `width_per_group` apply to bottleneck blocks only (basic blocks "
+                "need groups=1, width_per_group=64, as torchvision's). "
+                f"Received: groups={self.groups!r}, width_per_group={self.width_per_group!r}"
+            )
+        _check_float("se_ratio", self.se_ratio, 0.0, 1.0, low_inclusive=True)
+        _check_float("drop_path_rate", self.drop_path_rate, 0.0, 1.0, low_inclusive=True)
+        if not isinstance(self.zero_init_last, bool):
+            received = _received("zero_init_last", self.zero_init_last)
+            raise ValueError(f"`zero_init_last` must be a bool. {received}")
+        if self.zero_init_last and self.version == "v2":
+            raise ValueError(
+                "`zero_init_last` needs version='v1': a v2 residual branch ends in a conv, not "
+                f"a BatchNormalization. {_received('version', self.version)}"
+            )
 
     def _check_channels(self) -> None:
-        widest = max(s.filters for s in self.scaled_stages()) * self.block_expansion
+        scaled = self.scaled_stages()
+        narrowest = min(self.inner_channels(s.filters) for s in scaled)
+        if narrowest < self.groups:
+            raise ValueError(
+                f"`width_per_group` leaves a stage's 3x3 conv {narrowest} channels wide, fewer "
+                f"than its {self.groups} groups (filters * width_per_group // 64 must be at "
+                f"least 1). {_received('width_per_group', self.width_per_group)}"
+            )
+        widest = max(
+            max(s.filters * self.block_expansion, self.inner_channels(s.filters)) for s in scaled
+        )
         if max(widest, self.scaled_stem_filters) > MAX_CHANNELS:
             raise ValueError(
                 f"`width` makes a layer {widest:,} channels wide, more than {MAX_CHANNELS:,}. "
@@ -249,6 +335,26 @@ class ResNetSpec:
     def scaled_stem_filters(self) -> int:
         return scale_filters(self.stem_filters, self.width, self.width_divisor)
 
+    def inner_channels(self, filters: int) -> int:
+        """Channels of a block's 3x3 conv(s) for a stage of `filters` (scaled) filters.
+
+        Bottleneck: torchvision's `int(planes * (width_per_group / 64.0)) * groups`.
+        """
+        if self.block == "basic":
+            return filters
+        return filters * self.width_per_group // 64 * self.groups
+
+    def se_channels(self, channels: int) -> int:
+        """Squeeze-and-excitation width for a branch of `channels` outputs (0: no SE)."""
+        if not self.se_ratio:
+            return 0
+        return make_divisible(channels * self.se_ratio, SE_DIVISOR, round_limit=0.0)
+
+    def drop_path_rates(self) -> list[float]:
+        """Each block's stochastic-depth rate, in network order (timm's linear rule)."""
+        n = sum(s.blocks for s in self.stages)
+        return [self.drop_path_rate * k / max(n - 1, 1) for k in range(n)]
+
     @property
     def block_expansion(self) -> int:
         return self.expansion if self.block == "bottleneck" else 1
@@ -261,7 +367,7 @@ class ResNetSpec:
 
     @property
     def total_stride(self) -> int:
-        stride = 4 if self.stem == "imagenet" else 1
+        stride = STEM_STRIDES[self.stem]
         for s in self.stages:
             stride *= s.stride
         return stride
@@ -269,51 +375,33 @@ class ResNetSpec:
     @property
     def min_input_size(self) -> int:
         """Smallest accepted input side: keras.applications' 32 for the ImageNet stem."""
-        return 32 if self.stem == "imagenet" else 8
+        return 8 if self.stem == "cifar" else 32
 
     @property
     def default_input_size(self) -> int:
-        return 224 if self.stem == "imagenet" else 32
+        return 32 if self.stem == "cifar" else 224
 
-    def count_params(self, channels: int = 3, classes: int | None = 1000) -> int:
+    def count_params(
+        self, channels: int = 3, classes: int | None = 1000, trainable_only: bool = False
+    ) -> int:
         """Parameters of the built model (all weights, as `keras.Model.count_params()`).
 
         Computed from the spec alone, without building anything, so budgets
         (the tuner's `max_params`) are checked before a candidate costs a build.
-        `classes=None` counts the model without its classifier head.
+        `classes=None` counts the model without its classifier head;
+        `trainable_only=True` leaves out BatchNormalization's moving mean and
+        variance, which gives PyTorch's count (`sum(p.numel() for p in
+        model.parameters())`: torch keeps them as buffers).
         """
+        return sizing.count_params(self, channels, classes, trainable_only)
 
-        def conv(k: int, cin: int, cout: int, bias: bool) -> int:
-            return k * k * cin * cout + (cout if bias else 0)
-
-        def bn(c: int) -> int:
-            return 4 * c  # gamma, beta, moving mean, moving variance
-
-        v1, bias = self.version == "v1", self.use_bias
-        cin = self.scaled_stem_filters
-        total = conv(7 if self.stem == "imagenet" else 3, channels, cin, bias)
-        total += bn(cin) if v1 else 0
-        for stage in self.scaled_stages():
-            f = stage.filters
-            out = f * self.block_expansion
+    def block_strides(self) -> list[int]:
+        """Every block's stride, in network order."""
+        strides = []
+        for stage in self.stages:
             strided = 0 if self.stride_block == "first" else stage.blocks - 1
-            for j in range(stage.blocks):
-                stride = stage.stride if j == strided else 1
-                project = self.shortcut == "projection" and (cin != out or (v1 and stride > 1))
-                if project:
-                    total += conv(1, cin, out, bias) + (bn(out) if v1 else 0)
-                if self.block == "basic":
-                    total += conv(3, cin, f, bias and v1) + bn(f) + conv(3, f, f, bias)
-                    total += bn(f) if v1 else bn(cin)
-                else:
-                    total += conv(1, cin, f, bias and v1) + bn(f)
-                    total += conv(3, f, f, bias and v1) + bn(f) + conv(1, f, out, bias)
-                    total += bn(out) if v1 else bn(cin)
-                cin = out
-        total += 0 if v1 else bn(cin)
-        if classes is not None:
-            total += cin * classes + classes
-        return total
+            strides += [stage.stride if j == strided else 1 for j in range(stage.blocks)]
+        return strides
 
     def memory_bytes(
         self,
@@ -324,37 +412,24 @@ class ResNetSpec:
     ) -> int:
         """A rough upper estimate of the memory a forward (or training) pass needs.
 
-        Float32 parameters (four copies when training: weights, gradients and
-        two optimizer slots) plus activations: when training every block's
-        conv, BN and ReLU outputs are kept for the backward pass; at inference
-        only the two widest tensors live at once. It is meant to refuse absurd
-        sizes before anything is built, not to plan memory precisely.
+        See `keras_resnet.sizing.memory_bytes`.
         """
-        h, w, channels = (int(v) for v in input_shape)
-        params = self.count_params(channels=channels, classes=classes)
-        stride = 2 if self.stem == "imagenet" else 1
-        h, w = -(-h // stride), -(-w // stride)
-        tensors = [h * w * channels, 3 * h * w * self.scaled_stem_filters]
-        if self.stem == "imagenet":
-            h, w = -(-h // 2), -(-w // 2)
-        for stage in self.scaled_stages():
-            out = stage.filters * self.block_expansion
-            convs = 2 if self.block == "basic" else 3
-            for j in range(stage.blocks):
-                if j == 0:
-                    h, w = -(-h // stage.stride), -(-w // stage.stride)
-                inner = 3 * h * w * stage.filters * (convs - 1)
-                tensors.append(inner + 6 * h * w * out)  # last conv, BN, shortcut, add, ReLU
-        per_image = sum(tensors) if training else 2 * max(tensors)
-        copies = 4 if training else 1
-        return 4 * (copies * params + batch_size * per_image)
+        return sizing.memory_bytes(self, input_shape, batch_size, classes, training)
 
     # Serialisation ----------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; `ResNetSpec.from_dict(spec.to_dict()) == spec`."""
+        """A JSON-able dict; `ResNetSpec.from_dict(spec.to_dict()) == spec`.
+
+        The family fields (`groups` ... `zero_init_last`) are written only when
+        they differ from their defaults, so a plain ResNet's dict is the one
+        earlier versions wrote, and their run directories still resume.
+        """
         d = dataclasses.asdict(self)
         d["stages"] = [s.to_dict() for s in self.stages]
+        for field in dataclasses.fields(self):
+            if field.name in FAMILY_FIELDS and d[field.name] == field.default:
+                del d[field.name]
         return d
 
     @classmethod
@@ -382,45 +457,6 @@ class ResNetSpec:
     @classmethod
     def from_json(cls, text: str) -> ResNetSpec:
         return cls.from_dict(json.loads(text))
-
-
-def physical_memory_bytes() -> int | None:
-    """This machine's memory, or None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_fits_in_memory(
-    spec: ResNetSpec,
-    input_shape: tuple[int, int, int],
-    *,
-    batch_size: int = 1,
-    classes: int | None = 1000,
-    training: bool = False,
-    arg: str = "input_shape",
-    value: Any = None,
-    received_text: str | None = None,
-) -> None:
-    """Refuses, before anything is built or loaded, a model that cannot fit in memory.
-
-    `arg` and `value` name what the user gave (e.g. `image_size=100000`);
-    `received_text` replaces the "Received: ..." part where several arguments
-    share the blame (image size and batch size).
-    """
-    limit = physical_memory_bytes()
-    if limit is None:
-        return
-    need = spec.memory_bytes(input_shape, batch_size, classes, training)
-    if need > limit:
-        what = "training at batch size " + str(batch_size) if training else "one forward pass"
-        raise ValueError(
-            f"`{arg}` is too large: the model needs about {need / 2**30:,.1f} GiB for "
-            f"{what} (parameters and activations), more than this machine's "
-            f"{limit / 2**30:,.1f} GiB. "
-            f"{received_text or _received(arg, input_shape if value is None else value)}"
-        )
 
 
 def _stages(filters: tuple[int, ...], blocks: tuple[int, ...], strides: tuple[int, ...]):
@@ -468,6 +504,38 @@ def _cifar(depth: int) -> ResNetSpec:
     )
 
 
+# The family in timm's and torchvision's layout (ResNet v1.5: the bottleneck strides on its
+# 3x3), torch's BN, each branch's last BN zero-initialised as timm does.
+_TORCH_FAMILY = dict(bottleneck_stride="3x3", zero_init_last=True, **_TORCH_BN)
+_SE = 1 / 16  # timm's SE-ResNet reduction (rd_ratio)
+
+
+def _family(blocks: tuple[int, ...], block: str = "bottleneck", **fields: Any) -> ResNetSpec:
+    stages = _stages(_IMAGENET_FILTERS, blocks, _V1_STRIDES)
+    return ResNetSpec(stages, block=block, **{**_TORCH_FAMILY, **fields})
+
+
+def _resnet_d(blocks: tuple[int, ...], block: str = "bottleneck") -> ResNetSpec:
+    """ResNet-D (He et al. 2019, "Bag of Tricks"): timm's resnet*d, keras-hub's *_vd."""
+    return _family(blocks, block, stem="deep", shortcut="avg")
+
+
+def _wide_cifar(depth: int, widen: int) -> ResNetSpec:
+    """WRN-depth-widen (Zagoruyko & Komodakis 2016): pre-activation basic blocks, 1x1
+    projection where the channels change, no dropout; as the authors' PyTorch code
+    (szagoruyko/wide-residual-networks) and xternalz/WideResNet-pytorch build it."""
+    n = (depth - 4) // 6
+    filters = tuple(16 * widen * m for m in (1, 2, 4))
+    return ResNetSpec(
+        _stages(filters, (n, n, n), (1, 2, 2)),
+        block="basic",
+        version="v2",
+        stem="cifar",
+        stem_filters=16,
+        **_TORCH_BN,
+    )
+
+
 NAMED_SPECS: dict[str, ResNetSpec] = {
     "resnet18": _basic((2, 2, 2, 2), "v1"),
     "resnet34": _basic((3, 4, 6, 3), "v1"),
@@ -480,7 +548,30 @@ NAMED_SPECS: dict[str, ResNetSpec] = {
     "resnet101v2": _keras_v2((3, 4, 23, 3)),
     "resnet152v2": _keras_v2((3, 8, 36, 3)),
     **{f"resnet{d}": _cifar(d) for d in (20, 32, 44, 56, 110)},
+    # torchvision's resnet50/101/152 (v1.5, no conv bias), for its and timm's weights.
+    "tv_resnet50": _family((3, 4, 6, 3), zero_init_last=False),
+    "tv_resnet101": _family((3, 4, 23, 3), zero_init_last=False),
+    "tv_resnet152": _family((3, 8, 36, 3), zero_init_last=False),
+    "resnet18d": _resnet_d((2, 2, 2, 2), "basic"),
+    "resnet34d": _resnet_d((3, 4, 6, 3), "basic"),
+    "resnet50d": _resnet_d((3, 4, 6, 3)),
+    "resnet101d": _resnet_d((3, 4, 23, 3)),
+    "resnet152d": _resnet_d((3, 8, 36, 3)),
+    "seresnet50": _family((3, 4, 6, 3), se_ratio=_SE),
+    "seresnext50_32x4d": _family((3, 4, 6, 3), se_ratio=_SE, groups=32, width_per_group=4),
+    "resnext50_32x4d": _family((3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": _family((3, 4, 23, 3), groups=32, width_per_group=8),
+    "wide_resnet50_2": _family((3, 4, 6, 3), width_per_group=128),
+    "wide_resnet101_2": _family((3, 4, 23, 3), width_per_group=128),
+    "wide_resnet28_10": _wide_cifar(28, 10),
 }
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+_BY_KEY = {_key(name): spec for name, spec in NAMED_SPECS.items()}
 
 
 def list_specs() -> list[str]:
@@ -489,17 +580,17 @@ def list_specs() -> list[str]:
 
 
 def get_spec(name: str) -> ResNetSpec:
-    """Looks up a named spec (case-insensitive; `"ResNet50V2"` works).
+    """Looks up a named spec (case, `-` and `_` ignored: `"ResNet50V2"`, `"ResNeXt50-32x4d"`).
 
     Example:
 
     >>> get_spec("resnet20").stages[0]
     StageSpec(filters=16, blocks=3, stride=1)
     """
-    key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
-    if key not in NAMED_SPECS:
+    key = _key(name) if isinstance(name, str) else None
+    if key not in _BY_KEY:
         raise ValueError(f"Unknown spec name. Known: {list_specs()}. {_received('name', name)}")
-    return NAMED_SPECS[key]
+    return _BY_KEY[key]
 
 
 def spec_name(spec: ResNetSpec) -> str | None:

@@ -40,10 +40,13 @@ def _trainable(model):
 
 
 def test_public_api_lists_every_application():
-    assert sorted(APPLICATIONS) == sorted(
-        n for n in keras_resnet.__all__ if n.startswith("ResNet") and n != "ResNetSpec"
-    )
-    assert len(APPLICATIONS) == 15
+    public = [
+        n for n in keras_resnet.__all__ if n[0].isupper() and n.endswith(tuple("0123456789D"))
+    ]
+    assert sorted(APPLICATIONS) == sorted(public)
+    assert len(APPLICATIONS) == 27
+    for name in APPLICATIONS:
+        assert getattr(keras_resnet, name) is APPLICATIONS[name]
 
 
 @pytest.mark.parametrize("name", list(KERAS_MODELS))

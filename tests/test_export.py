@@ -28,8 +28,16 @@ from tests.helpers import run_cli, run_until, tiny_spec
 pytestmark = pytest.mark.xdist_group("export")
 
 ROOT = Path(__file__).resolve().parents[1]
+# A family net (SE, ResNet-D shortcut, stochastic depth), so every export test also shows
+# that the family's parts convert to builtin TFLite ops the GPU delegate takes and to ONNX.
+# Grouped convs: tests/test_family.py (TFLite), test_onnx_refuses_grouped_convs (ONNX).
 DIGITS_SPEC = tiny_spec(
-    stages=(StageSpec(16, 1, 1), StageSpec(32, 1, 2)), stem_filters=16, bn_momentum=0.9
+    stages=(StageSpec(16, 1, 1), StageSpec(32, 1, 2)),
+    stem_filters=16,
+    bn_momentum=0.9,
+    se_ratio=0.25,
+    shortcut="avg",
+    drop_path_rate=0.1,
 )
 TFLITE = [f"tflite_{v}" for v in export.TFLITE_VARIANTS]
 

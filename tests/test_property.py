@@ -29,14 +29,19 @@ spec_kwargs = st.fixed_dictionaries(
         "version": st.sampled_from(["v1", "v2"]),
         "width": st.sampled_from([0.25, 0.5, 1.0, 1.5]),
         "width_divisor": st.integers(1, 8),
-        "stem": st.sampled_from(["imagenet", "cifar"]),
+        "stem": st.sampled_from(["imagenet", "cifar", "deep"]),
         "stem_filters": st.integers(1, 12),
-        "shortcut": st.sampled_from(["projection", "zero_pad"]),
+        "shortcut": st.sampled_from(["projection", "zero_pad", "avg"]),
         "use_bias": st.booleans(),
         "stride_block": st.sampled_from(["first", "last"]),
         "bottleneck_stride": st.sampled_from(["1x1", "3x3"]),
         "expansion": st.integers(1, 4),
         "bn_momentum": st.floats(0.0, 0.999),
+        "groups": st.sampled_from([1, 2, 4]),
+        "width_per_group": st.sampled_from([16, 64, 128]),
+        "se_ratio": st.sampled_from([0.0, 0.25]),
+        "drop_path_rate": st.sampled_from([0.0, 0.2]),
+        "zero_init_last": st.booleans(),
     },
 )
 build_kwargs = st.fixed_dictionaries(
@@ -57,8 +62,10 @@ BAD_SPEC = {
     "stages": [[], [{"filters": 0, "blocks": 1}], [{"filters": 4, "blocks": -1}],
                [{"filters": 4, "blocks": 1, "stride": 0}], [{"filters": 2.5, "blocks": 1}], "abc"],
     "block": ["dense", None], "version": ["v3", 2], "width": [0.0, -1.0, math.inf, "1"],
-    "width_divisor": [0, 1.5], "stem": ["deep"], "stem_filters": [0, "4"],
-    "shortcut": ["none"], "use_bias": ["no", 1], "stride_block": ["middle"],
+    "width_divisor": [0, 1.5], "stem": ["tiered"], "stem_filters": [0, "4"],
+    "shortcut": ["none"], "groups": [0, 1.5], "width_per_group": [0, "4"],
+    "se_ratio": [-0.1, 1.0], "drop_path_rate": [1.0, math.nan],
+    "zero_init_last": [1], "use_bias": ["no", 1], "stride_block": ["middle"],
     "bottleneck_stride": ["5x5"], "expansion": [0], "bn_momentum": [1.5, -0.1],
     "bn_epsilon": [0.0, math.nan],
 }  # fmt: skip
@@ -96,7 +103,7 @@ def _expected_shape(spec: ResNetSpec, kw: dict) -> tuple:
     def out(side):
         if side is None:
             return None
-        for stride in ([2, 2] if spec.stem == "imagenet" else []) + [s.stride for s in stages]:
+        for stride in ([2, 2] if spec.stem != "cifar" else []) + [s.stride for s in stages]:
             side = -(-side // stride)  # every strided layer here outputs ceil(side / stride)
         return side
 

@@ -22,10 +22,18 @@ EXPECTED_NAMES = [
     "resnet18v2", "resnet34v2", "resnet50v2", "resnet101v2", "resnet152v2",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
 ]  # fmt: skip
+FAMILY_NAMES = [
+    "tv_resnet50", "tv_resnet101", "tv_resnet152",
+    "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d",
+    "seresnet50", "seresnext50_32x4d", "resnext50_32x4d", "resnext101_32x8d",
+    "wide_resnet50_2", "wide_resnet101_2", "wide_resnet28_10",
+]  # fmt: skip
 
 
 def test_named_specs_listed_and_looked_up():
-    assert list_specs() == EXPECTED_NAMES
+    assert list_specs() == EXPECTED_NAMES + FAMILY_NAMES
+    assert get_spec("ResNeXt50-32x4d") is NAMED_SPECS["resnext50_32x4d"]
+    assert get_spec("wideresnet502") is NAMED_SPECS["wide_resnet50_2"]
     assert get_spec("ResNet50V2") is NAMED_SPECS["resnet50v2"]
     assert get_spec("resnet-20") is NAMED_SPECS["resnet20"]
     with pytest.raises(ValueError, match="Received: name='resnet7'"):
@@ -49,7 +57,7 @@ def test_cifar_specs_follow_the_paper():
         assert (spec.stem, spec.shortcut, spec.block) == ("cifar", "zero_pad", "basic")
 
 
-@pytest.mark.parametrize("name", EXPECTED_NAMES)
+@pytest.mark.parametrize("name", EXPECTED_NAMES + FAMILY_NAMES)
 def test_json_round_trip(name):
     spec = get_spec(name)
     text = json.dumps(spec.to_dict())

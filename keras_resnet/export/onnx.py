@@ -23,9 +23,22 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(p) is not None for p in ONNX_PACKAGES)
 
 
+def check_onnx_supported(model: keras.Model) -> None:
+    """Refuses grouped convolutions (ResNeXt): Keras' TensorFlow backend runs them as an
+    XLA-compiled function on CPU, which tf2onnx leaves as a call onnxruntime cannot load."""
+    grouped = [la.name for la in model.layers if getattr(la, "groups", 1) > 1]
+    if grouped:
+        raise ValueError(
+            "ONNX export does not support grouped convolutions (Keras compiles them with XLA "
+            "on TensorFlow, which tf2onnx cannot convert); export TFLite or SavedModel instead. "
+            f"Received: a model with {len(grouped)} grouped convs (first: {grouped[0]})"
+        )
+
+
 def write_onnx(model: keras.Model, path: Path) -> None:
     """`model.export(format="onnx")` with a float32 `images` input of any batch size."""
     h, w, c, _ = check_classifier(model)
+    check_onnx_supported(model)
     # Keras' ONNX exporter refuses a model that has never been called.
     model(np.zeros((1, h, w, c), np.float32), training=False)
     # keras' tf2onnx shim probes np.object, which warns on NumPy 2.

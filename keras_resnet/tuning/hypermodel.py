@@ -27,7 +27,13 @@ from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
 from keras_resnet.tuning.budgets import Budget, corner_specs
 from keras_resnet.tuning.latency import LatencyCache
-from keras_resnet.tuning.space import SearchSpace, candidate_spec, default_base, stage_template
+from keras_resnet.tuning.space import (
+    PARTS,
+    SearchSpace,
+    candidate_spec,
+    default_base,
+    stage_template,
+)
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 """What `HyperResNet.fit` reports of the epoch best for the objective."""
@@ -136,22 +142,48 @@ class HyperResNet(kt.HyperModel):
                         f"conv{i + 2}_blocks", *s.blocks, default=_clip(default, *s.blocks)
                     )
             blocks.append(value)
+        block = _choice(hp, "block", s.block_types, self.base.block)
         return self.make_spec(
             width=width,
             blocks=blocks[:num_stages],
-            block=_choice(hp, "block", s.block_types, self.base.block),
+            block=block,
             version=_choice(hp, "version", s.versions, self.base.version),
             stem=_choice(hp, "stem", s.stems, self.base.stem),
+            **self._declare_parts(hp, block),
         )
+
+    def _declare_parts(self, hp: kt.HyperParameters, block: str) -> dict[str, Any]:
+        """The family's optional parts the space switches on (none by default)."""
+        parts = {}
+        for name, (field, *_) in PARTS.items():
+            values = getattr(self.space, name)
+            if not values:
+                continue
+            default = getattr(self.base, field)
+            if name == "groups" and len(self.space.block_types) > 1:
+                # Groups exist in bottleneck candidates only (keras-tuner's conditional scopes).
+                with hp.conditional_scope("block", ["bottleneck"]):
+                    value = _choice(hp, field, values, default)
+                parts[field] = value if block == "bottleneck" else 1
+            else:
+                parts[field] = _choice(hp, field, values, default)
+        return parts
 
     spec = declare_spec  # its former name, which tests/test_tuning.py still calls
 
     def make_spec(
-        self, *, width: float, blocks: Sequence[int], block: str, version: str, stem: str
+        self,
+        *,
+        width: float,
+        blocks: Sequence[int],
+        block: str,
+        version: str,
+        stem: str,
+        **parts: Any,
     ) -> ResNetSpec:
         """The spec for explicit choices (`len(blocks)` stages) on top of the base spec."""
         return candidate_spec(
-            self.base, width=width, blocks=blocks, block=block, version=version, stem=stem
+            self.base, width=width, blocks=blocks, block=block, version=version, stem=stem, **parts
         )
 
     def training_hyperparameters(self, hp: kt.HyperParameters) -> dict[str, Any]:

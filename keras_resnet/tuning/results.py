@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 _STATUS = {"COMPLETED": "completed", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CSV_FIELDS = (
     "trial_id", "status", *METRICS, "params", "latency_ms", "epochs", "parent_trial", "width",
-    "num_stages", "blocks", "block", "version", "stem", "optimizer", "learning_rate",
-    "weight_decay", "batch_size", "message",
+    "num_stages", "blocks", "block", "version", "stem", "shortcut", "groups", "se_ratio",
+    "drop_path_rate", "optimizer", "learning_rate", "weight_decay", "batch_size", "message",
 )  # fmt: skip
 
 
@@ -86,6 +86,10 @@ def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
                 "block": spec.block,
                 "version": spec.version,
                 "stem": spec.stem,
+                **{
+                    k: getattr(spec, k)
+                    for k in ("shortcut", "groups", "se_ratio", "drop_path_rate")
+                },
                 **train_hp,
                 "message": message,
                 "spec": spec,

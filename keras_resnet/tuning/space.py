@@ -27,6 +27,7 @@ from keras_resnet.spec import (
     MAX_STAGE_BLOCKS,
     MAX_STAGES,
     MAX_TOTAL_BLOCKS,
+    SHORTCUTS,
     STEMS,
     VERSIONS,
     ResNetSpec,
@@ -186,15 +187,45 @@ def stage_template(base: ResNetSpec, i: int) -> StageSpec:
 
 
 def candidate_spec(
-    base: ResNetSpec, *, width: float, blocks: Sequence[int], block: str, version: str, stem: str
+    base: ResNetSpec,
+    *,
+    width: float,
+    blocks: Sequence[int],
+    block: str,
+    version: str,
+    stem: str,
+    **parts: Any,
 ) -> ResNetSpec:
-    """The spec for explicit choices (`len(blocks)` stages) on top of the base spec."""
+    """The spec for explicit choices (`len(blocks)` stages) on top of the base spec.
+
+    `parts` are the family's optional parts (`PARTS`: se_ratio, groups, shortcut,
+    drop_path_rate); `groups=g` also sets `width_per_group=64 // g`, so a grouped
+    candidate keeps its 3x3 width and trades parameters and latency, as ResNeXt does.
+    """
     stages = tuple(
         dataclasses.replace(stage_template(base, i), blocks=int(b)) for i, b in enumerate(blocks)
     )
+    if "groups" in parts:
+        groups = parts["groups"] if block == "bottleneck" else 1
+        parts = {**parts, "groups": groups, "width_per_group": max(1, 64 // groups)}
     return dataclasses.replace(
-        base, stages=stages, width=width, block=block, version=version, stem=stem
+        base, stages=stages, width=width, block=block, version=version, stem=stem, **parts
     )
+
+
+def _is_rate(value: Any) -> bool:
+    return is_number(value) and 0 <= value < 1
+
+
+#: The family's optional parts a search can switch on:
+#: SearchSpace field -> (spec field, what its values must be, check, cast).
+PARTS = {
+    "se_ratios": ("se_ratio", "numbers in [0, 1)", _is_rate, float),
+    "groups": ("groups", "positive integers dividing 64",
+               lambda v: is_int(v) and v >= 1 and 64 % v == 0, int),
+    "shortcuts": ("shortcut", f"values from {list(SHORTCUTS)}", lambda v: v in SHORTCUTS, str),
+    "drop_path_rates": ("drop_path_rate", "numbers in [0, 1)", _is_rate, float),
+}  # fmt: skip
 
 
 def _total_stride(base: ResNetSpec, num_stages: int) -> int:
@@ -231,6 +262,12 @@ class SearchSpace:
         weight_decay: as `learning_rate` (0 allowed as a fixed value). Auto:
             `DEFAULT_WEIGHT_DECAYS`. None: `constants.DEFAULT_WEIGHT_DECAY`.
         batch_sizes: batch sizes to choose from (applied in `HyperResNet.fit`).
+        se_ratios, groups, shortcuts, drop_path_rates: the family's optional
+            parts (`PARTS`), each None (off: the base spec's value, today's
+            search) or the values to choose from, e.g. `se_ratios=(0, 1/16)`,
+            `groups=(1, 4)` (bottleneck candidates only; see `candidate_spec`),
+            `shortcuts=("projection", "avg")`, `drop_path_rates=(0, 0.1)`.
+            The deep stem is one of `stems`.
 
     Example:
 
@@ -250,9 +287,16 @@ class SearchSpace:
     learning_rate: Any = AUTO
     weight_decay: Any = AUTO
     batch_sizes: Sequence[int] | int | None = DEFAULT_BATCH_SIZES
+    se_ratios: Sequence[float] | float | None = None
+    groups: Sequence[int] | int | None = None
+    shortcuts: Sequence[str] | str | None = None
+    drop_path_rates: Sequence[float] | float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        for name, (_, kind, ok, cast) in PARTS.items():
+            value = getattr(self, name)
+            set_(name, None if value is None else _parse_sorted_set(name, value, kind, ok, cast))
         set_(
             "widths",
             _parse_sorted_set("widths", self.widths, "numbers in (0, 16)", _is_width, float),
@@ -294,6 +338,11 @@ class SearchSpace:
             blocks = _derive_range("blocks", blocks, 1, max(s.blocks for s in base.stages))
         widths = self.widths or (base.width,)
         block_types = self.block_types or (base.block,)
+        if self.groups and max(self.groups) > 1 and "bottleneck" not in block_types:
+            raise ValueError(
+                "`groups` apply to bottleneck blocks, and the space has none. "
+                f"Received: groups={self.groups!r}, block_types={block_types!r}"
+            )
         self._check_largest_candidate(base, num_stages, blocks, widths, block_types, stems)
         optimizers = self.optimizers or ("sgd",)
         return dataclasses.replace(
@@ -326,11 +375,12 @@ class SearchSpace:
             )
         elif stems is None:
             stems = (base.stem,)
-        if "imagenet" in stems and side < IMAGENET_STEM_MIN:
-            raise ValueError(
-                f"`stems` 'imagenet' needs images of at least {IMAGENET_STEM_MIN} px (its "
-                f"stride-4 stem); these are {side} px. {received('stems', self.stems)}"
-            )
+        for stem in ("imagenet", "deep"):
+            if stem in stems and side < IMAGENET_STEM_MIN:
+                raise ValueError(
+                    f"`stems` {stem!r} needs images of at least {IMAGENET_STEM_MIN} px (its "
+                    f"stride-4 stem); these are {side} px. {received('stems', self.stems)}"
+                )
         return stems
 
     def _resolve_num_stages(
@@ -374,6 +424,11 @@ class SearchSpace:
                 block="bottleneck" if "bottleneck" in block_types else block_types[0],
                 version=base.version,
                 stem=stems[0],
+                **{
+                    PARTS[n][0]: max(v)
+                    for n in PARTS
+                    if (v := getattr(self, n)) and n != "shortcuts"
+                },
             )
         except ValueError as e:
             raise ValueError(
