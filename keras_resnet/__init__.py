@@ -13,6 +13,7 @@ parts (`keras_resnet.data`, `.training`, `.tuning`, `.export`) only when used.
 
 import importlib
 
+from keras_resnet.catalog import APPLICATION_TABLE
 from keras_resnet.version import __version__
 
 # Every public name and the module it lives in, imported on first use (PEP 562), so
@@ -21,21 +22,7 @@ from keras_resnet.version import __version__
 _PUBLIC = {
     **dict.fromkeys(
         (
-            "ResNet18",
-            "ResNet18V2",
-            "ResNet20",
-            "ResNet32",
-            "ResNet34",
-            "ResNet34V2",
-            "ResNet44",
-            "ResNet50",
-            "ResNet50V2",
-            "ResNet56",
-            "ResNet101",
-            "ResNet101V2",
-            "ResNet110",
-            "ResNet152",
-            "ResNet152V2",
+            *APPLICATION_TABLE,
             "decode_predictions",
             "preprocess_input",
             "preprocess_input_v2",
@@ -49,6 +36,7 @@ _PUBLIC = {
     "StageSpec": "spec",
     "get_spec": "spec",
     "list_specs": "spec",
+    "load_torch_weights": "torch_weights",
 }
 _LAZY_MODULES = ("data", "training", "tuning", "export", "cli")
 
