@@ -92,7 +92,8 @@ FOLDABLE: dict[type, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def _is_functional(model: Any) -> bool:
+def is_functional(model: Any) -> bool:
+    """A functional keras.Model (not Sequential, not subclassed): what `fold_batchnorm` takes."""
     if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential):
         return False
     try:
@@ -255,7 +256,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     >>> len(folded.layers) < len(model.layers)
     True
     """
-    if not _is_functional(model):
+    if not is_functional(model):
         raise ValueError(
             "`model` must be a functional keras.Model (keras.Model(inputs, outputs), as "
             f"build_resnet makes). Received: model of type {type(model).__name__}"
@@ -268,7 +269,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
             return _DROPPED
         if layer.name in plan.affine:
             new = _affine(layer)
-        elif _is_functional(layer):
+        elif is_functional(layer):
             new = fold_batchnorm(layer)
         else:
             config = layer.get_config()
@@ -288,7 +289,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
     for layer in folded.layers:
         source = sources.get(id(layer))
-        if source is None or layer.name in plan.affine or _is_functional(source):
+        if source is None or layer.name in plan.affine or is_functional(source):
             continue
         if layer.name in plan.folded:
             layer.set_weights(_fold_weights(source, model.get_layer(plan.folded[layer.name])))

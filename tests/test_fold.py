@@ -1,16 +1,23 @@
 """BN folding: the folded model computes what the model computes, with no BN after a conv."""
 
+import collections
+import contextlib
 import dataclasses
+import io
+import json
+import re
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_resnet
-from keras_resnet import build_resnet
+from keras_resnet import build_resnet, export
+from keras_resnet.export import core
 from keras_resnet.fold import fold_batchnorm
 from keras_resnet.spec import get_spec, list_specs
-from tests.helpers import tiny_spec
+from tests.helpers import run_cli, tiny_spec
 
 RELATIVE = 1e-4
 FOLDS_INTO = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -320,3 +327,117 @@ def test_a_model_that_is_not_functional_is_refused(make):
 def test_public_name():
     assert keras_resnet.fold_batchnorm is fold_batchnorm
     assert "fold_batchnorm" in keras_resnet.__all__
+
+
+# --- export --------------------------------------------------------------------------------
+
+EXPORT_SHAPE = (16, 16, 3)
+FAST = dict(formats="keras,saved_model", latency_runs=0, uint8_signature=False, verbose=False)
+
+
+def _classifier(version="v1"):
+    spec = tiny_spec(block="bottleneck", version=version, shortcut="projection")
+    model = build_resnet(spec, input_shape=EXPORT_SHAPE, classes=4)
+    randomize(model)
+    return model
+
+
+def _bns(model):
+    return [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+
+
+def test_export_writes_the_folded_model_verified_against_the_original(tmp_path, capsys):
+    model = _classifier()
+    manifest = export.export_model(model, tmp_path / "out", **{**FAST, "verbose": True})
+    assert "BatchNorm folded" in capsys.readouterr().out
+    fold = manifest["fold"]
+    assert fold["applied"] and fold["artifacts"] == ["keras", "saved_model"]
+    assert fold["layers"] == [len(model.layers), len(model.layers) - len(_bns(model))]
+    assert fold["params"] < manifest["params"] == model.count_params()
+    x = images(EXPORT_SHAPE, n=8)
+    reference = model.predict(x, verbose=0)
+    loaded = keras.saving.load_model(tmp_path / "out" / "model.keras", safe_mode=True)
+    assert not _bns(loaded) and loaded.count_params() == fold["params"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), reference, atol=1e-5)
+    serve = tf.saved_model.load(str(tmp_path / "out" / "saved_model")).signatures
+    got = serve["serving_default"](images=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    stored = sum(f.stat().st_size for f in (tmp_path / "out/saved_model/variables").glob("*.data*"))
+    assert 4 * fold["params"] <= stored < 4 * manifest["params"]
+    for fmt in ("keras", "saved_model"):
+        check = manifest["artifacts"][fmt]["verification"]
+        assert check["passed"] and 0 < check["max_abs_diff"] <= 1e-5, fmt
+    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert on_disk["fold"] == fold
+
+
+def test_a_wrong_fold_fails_the_export(tmp_path, monkeypatch):
+    def off_by_a_bit(model):
+        folded = fold_batchnorm(model)
+        bias = folded.get_layer("conv1_conv").bias
+        bias.assign(bias + 0.05)
+        return folded
+
+    monkeypatch.setattr(core, "fold_batchnorm", off_by_a_bit)
+    with pytest.raises(export.ExportVerificationError, match="keras failed verification"):
+        export.export_model(_classifier(), tmp_path / "out", **{**FAST, "formats": "keras"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sequential_classifier_is_exported_unfolded(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input(EXPORT_SHAPE),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    manifest = export.export_model(model, tmp_path / "out", **{**FAST, "formats": "keras"})
+    assert manifest["fold"] == {
+        "applied": False,
+        "reason": "not a functional keras.Model (Sequential)",
+    }
+
+
+def test_cli_no_fold_keeps_the_training_graph(tmp_path, capsys):
+    model = _classifier("v2")
+    model.save(tmp_path / "model.keras")
+    out = tmp_path / "out"
+    argv = ["export", str(tmp_path / "model.keras"), "--output", str(out), "--formats", "keras"]
+    code, stdout, stderr = run_cli(capsys, *argv, "--latency-runs", "0", "--no-fold")
+    assert code == 0, stderr
+    assert "BatchNorm folded" not in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fold"] == {"applied": False, "reason": "fold=False"}
+    loaded = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert [la.name for la in _bns(loaded)] == [la.name for la in _bns(model)]
+    assert manifest["artifacts"]["keras"]["verification"]["max_abs_diff"] == 0.0
+
+
+def test_export_options_fold_is_a_bool():
+    assert export.ExportOptions().fold is True
+    with pytest.raises(ValueError, match=r"`fold` must be True or False. Received: fold='no'"):
+        export.ExportOptions(fold="no")
+
+
+def _tflite_ops(model):
+    buffer = export.convert_tflite(model, "fp32")
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        tf.lite.experimental.Analyzer.analyze(model_content=buffer)
+    return collections.Counter(re.findall(r"Op#\d+ (\w+)\(", text.getvalue()))
+
+
+def test_tflite_conversion_folds_batchnorm_by_itself():
+    """What the fold module doc states: the same ops from the folded and the unfolded model."""
+    model = _classifier("v2")
+    folded = fold_batchnorm(model)
+    ops = _tflite_ops(model)
+    assert ops == _tflite_ops(folded)
+    # No op for the folded BNs; one MUL (and one ADD) for each BN left as a Rescaling.
+    leftover = [la for la in folded.layers if isinstance(la, keras.layers.Rescaling)]
+    assert ops["MUL"] == len(leftover) > 0
+    convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
+    assert ops["CONV_2D"] == len(convs)

@@ -3,6 +3,13 @@
 Each format has a writer in `WRITERS`: it writes its artifact into the export
 directory, loads it back in its own runtime and returns its outputs on the
 verification images, which `verify.compare` judges against the Keras model's.
+
+The `.keras` file and the SavedModel (and the TFLite files converted from it)
+hold the model's BN-folded inference form (`keras_resnet.fold`) unless
+`fold=False`; the reference they are judged against is always the model as
+given, so a wrong fold fails the export. TFLite's converter folds BN itself
+(see `keras_resnet.fold`), so its files are the same either way; ONNX is
+written from the model as given.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from keras_resnet.export.tflite import (
     tflite_latency,
 )
 from keras_resnet.export.verify import compare
+from keras_resnet.fold import fold_batchnorm, is_functional
 
 # Where each format's artifact goes inside the export directory.
 _FILES = {
@@ -52,6 +60,8 @@ _FILES = {
 }
 _RANDOM_VERIFY_SAMPLES = 32
 _BATCH = 64
+# The formats written from the folded model (TFLite: converted from the SavedModel).
+_FOLDED_FORMATS = ("keras", "saved_model", *(f"tflite_{v}" for v in TFLITE_VARIANTS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +76,15 @@ class _Data:
 
 @dataclasses.dataclass
 class _Job:
-    """One export being written into `out`: what every format's writer reads."""
+    """One export being written into `out`: what every format's writer reads.
+
+    `model` is the model as given, the reference; `served` is what the `.keras` file and the
+    SavedModel hold: its BN-folded form (`fold` describes it) or `model` itself.
+    """
 
     model: keras.Model
+    served: keras.Model
+    fold: dict[str, Any]
     out: Path
     options: ExportOptions
     data: _Data
@@ -84,7 +100,7 @@ class _Job:
             kept = "saved_model" in self.options.formats
             path = self.out / (_FILES["saved_model"] if kept else ".saved_model")
             write_saved_model(
-                self.model,
+                self.served,
                 path,
                 class_names=self.class_names,
                 preprocessing=self.options.preprocessing,
@@ -115,9 +131,9 @@ class _Written(NamedTuple):
 
 def _keras_artifact(job: _Job, fmt: str) -> _Written:
     path = job.out / _FILES[fmt]
-    job.model.save(path)
+    job.served.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True)
-    model = job.model
+    model = job.served
     io_info = {
         "inputs": [tensor_info(tf.TensorSpec(model.input_shape), model.inputs[0].name)],
         "outputs": [tensor_info(tf.TensorSpec(model.output_shape), "probabilities")],
@@ -199,7 +215,7 @@ def _write_artifacts(job: _Job) -> dict[str, Any]:
     manifest: dict[str, Any] = {"producer": PRODUCER, "format_version": 1, "artifacts": artifacts}
     formats, runs = job.options.formats, job.options.latency_runs
     if runs and any(f.startswith("tflite_") for f in formats):
-        manifest["keras_latency_batch1"] = keras_latency(job.model, runs=runs)
+        manifest["keras_latency_batch1"] = keras_latency(job.served, runs=runs)
     return manifest
 
 
@@ -214,6 +230,7 @@ def _describe(job: _Job, name: str, spec: Any, source: str | None) -> dict[str, 
         "spec": spec.to_dict() if dataclasses.is_dataclass(spec) else spec,
         "model_name": job.model.name,
         "params": int(job.model.count_params()),
+        "fold": job.fold,
         "input": {
             "shape": [-1, height, width, channels],
             "dtype": "float32",
@@ -227,6 +244,28 @@ def _describe(job: _Job, name: str, spec: Any, source: str | None) -> dict[str, 
             "calibration_samples": 0 if representative is None else int(len(representative)),
         },
         "versions": software_versions(job.options.formats),
+    }
+
+
+def _served(model: keras.Model, options: ExportOptions) -> tuple[keras.Model, dict[str, Any]]:
+    """The model the `.keras` file and the SavedModel hold, and the manifest's `fold` entry."""
+    formats = [f for f in options.formats if f in _FOLDED_FORMATS]
+    reason = None
+    if not options.fold:
+        reason = "fold=False"
+    elif not formats:
+        reason = "no format written from the Keras graph"
+    elif not is_functional(model):
+        reason = f"not a functional keras.Model ({type(model).__name__})"
+    if reason is not None:
+        return model, {"applied": False, "reason": reason}
+    served = fold_batchnorm(model)
+    return served, {
+        "applied": True,
+        "artifacts": formats,
+        "layers": [len(model.layers), len(served.layers)],
+        "params": int(served.count_params()),
+        "verified_against": "the unfolded model",
     }
 
 
@@ -335,9 +374,10 @@ def export_model(
     target = check_output_dir(output_dir, overwrite=options.overwrite)
 
     def fill(tmp: Path) -> dict[str, Any]:
+        served, fold = _served(model, options)
         reference = model.predict(data.verify, batch_size=_BATCH, verbose=0)
         top_k = min(options.top_k, classes)
-        job = _Job(model, tmp, options, data, names, top_k, tols, reference)
+        job = _Job(model, served, fold, tmp, options, data, names, top_k, tols, reference)
         # TensorFlow's converter and LiteRT print C++ notices here; errors still show.
         with quiet_native_logs():
             artifacts = _write_artifacts(job)

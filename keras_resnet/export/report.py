@@ -65,6 +65,11 @@ def print_manifest(manifest: dict[str, Any], where: str | os.PathLike | None = N
         )
     for r in rows:
         print("  " + "  ".join(cell.ljust(wd) for cell, wd in zip(r, widths, strict=True)))
+    if manifest.get("fold", {}).get("applied"):
+        before, after = manifest["fold"]["layers"]
+        print(
+            f"  BatchNorm folded ({before} -> {after} layers), verified against the unfolded model"
+        )
     keras_ms = manifest.get("keras_latency_batch1", {}).get("median_ms")
     if keras_ms is not None:
         print(f"  Keras (tf.function) batch-1 latency: {keras_ms:.3f} ms")
