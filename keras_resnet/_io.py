@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,9 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     tuner's chief and workers) never rename each other's files.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    # Keras' save_weights wants the whole `.weights.h5`.
+    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)
@@ -115,28 +117,39 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) ->
     write_text_atomic(path, dumps_json(data, indent=indent))
 
 
-def read_json_object(path: str | os.PathLike, what: str, arg: str) -> dict[str, Any]:
+def read_json_object(
+    path: str | os.PathLike,
+    what: str,
+    arg: str,
+    *,
+    error: Callable[[str], Exception] | None = None,
+) -> dict[str, Any]:
     """A JSON file that must hold an object; anything else is one ValueError naming `arg`.
 
     Args:
         path: the file.
         what: what the file should be, for the message (e.g. "a keras_resnet run.json").
         arg: the argument the user gave (e.g. "output_dir").
+        error: for a caller whose message has its own form: makes the exception
+            raised instead, from the reason ("JSONDecodeError: ...", "a JSON
+            list, not an object").
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(
-            f"{path} is not {what} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})."
-            f" Received: {arg}={str(path.parent)!r}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path} is not {what} (it holds a JSON {type(data).__name__}, not an object). "
-            f"Received: {arg}={str(path.parent)!r}"
-        )
-    return data
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
+        said = reason
+    else:
+        if isinstance(data, dict):
+            return data
+        reason = f"a JSON {type(data).__name__}, not an object"
+        said = f"it holds {reason}"
+    if error is not None:
+        raise error(reason) from None
+    raise ValueError(
+        f"{path} is not {what} ({said}). Received: {arg}={str(path.parent)!r}"
+    ) from None
 
 
 # --------------------------------------------------------------------------- locks

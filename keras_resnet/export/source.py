@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import keras
 
+from keras_resnet._io import read_json_object
 from keras_resnet.export.export_utils import check_classifier
 
 
@@ -54,22 +54,17 @@ def resolve_source(source: str | os.PathLike) -> tuple[Path, dict | None]:
 
 def _read_run_json(run_json: Path, source: Any) -> dict[str, Any]:
     """The run's run.json; one that keras_resnet's training did not write is an error."""
-    try:
-        run = json.loads(run_json.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
-    else:
-        if isinstance(run, dict) and isinstance(run.get("fingerprint"), dict):
-            return run
-        reason = (
-            "no `fingerprint` object"
-            if isinstance(run, dict)
-            else f"a JSON {type(run).__name__}, not an object"
+
+    def not_a_run(reason: str) -> ValueError:
+        return ValueError(
+            f"`source` has a run.json that is not a keras_resnet run's ({reason}): {run_json}. "
+            f"Received: source={str(source)!r}"
         )
-    raise ValueError(
-        f"`source` has a run.json that is not a keras_resnet run's ({reason}): {run_json}. "
-        f"Received: source={str(source)!r}"
-    )
+
+    run = read_json_object(run_json, "a keras_resnet run.json", "source", error=not_a_run)
+    if not isinstance(run.get("fingerprint"), dict):
+        raise not_a_run("no `fingerprint` object")
+    return run
 
 
 def load_run_data(
