@@ -48,7 +48,9 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     tuner's chief and workers) never rename each other's files.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    # Keras' save_weights wants the whole `.weights.h5`.
+    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)

@@ -135,13 +135,23 @@ APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def preprocess_input(x: Any, data_format: str | None = None) -> Any:
-    """ImageNet preprocessing for the v1 networks: keras.applications' "caffe" mode.
+PREPROCESS_MODES = ("caffe", "tf", "torch")
 
-    RGB -> BGR, then each channel zero-centred on ImageNet's mean, no scaling.
-    Same function as `keras.applications.resnet.preprocess_input`.
+
+def preprocess_input(x: Any, data_format: str | None = None, mode: str = "caffe") -> Any:
+    """ImageNet preprocessing; by default keras.applications' "caffe" mode for the v1 networks.
+
+    - `"caffe"` (default, keras.applications' ResNet50/101/152): RGB -> BGR, then each
+      channel zero-centred on ImageNet's mean, no scaling. Same function as
+      `keras.applications.resnet.preprocess_input`.
+    - `"torch"`: for weights ported from torchvision and timm (`load_torch_weights`,
+      `keras-resnet convert-weights`): pixels to [0, 1], then ImageNet's mean and standard
+      deviation per RGB channel, as torchvision's `Normalize` does.
+    - `"tf"`: pixels to [-1, 1] (the V2 networks; see `preprocess_input_v2`).
     """
-    return imagenet_utils.preprocess_input(x, data_format=data_format, mode="caffe")
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(f"`mode` must be one of {list(PREPROCESS_MODES)}. Received: {mode=}")
+    return imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
 
 
 def preprocess_input_v2(x: Any, data_format: str | None = None) -> Any:

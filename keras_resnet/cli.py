@@ -145,6 +145,28 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert_weights(sub) -> None:
+    p = sub.add_parser(
+        "convert-weights", help="a torchvision/timm .safetensors file -> Keras .weights.h5"
+    )
+    p.add_argument("file", help="the .safetensors state dict (torchvision or timm)")
+    p.add_argument("--model", required=True, help="its named spec, e.g. resnet50d, tv_resnet50")
+    p.add_argument("--output", required=True, help="a new OUT.weights.h5")
+    p.set_defaults(func=_cmd_convert_weights)
+
+
+def _cmd_convert_weights(args: argparse.Namespace) -> int:
+    from keras_resnet.torch_weights import convert_torch_weights
+
+    done = convert_torch_weights(args.file, args.model, args.output)
+    print(
+        f"{done['output']}: {done['model']}, {done['classes']} classes, "
+        f"{done['params']:,} parameters; load with build_resnet({done['model']!r}, "
+        f"weights={done['output']!r})"
+    )
+    return 0
+
+
 # --- train, demo ---------------------------------------------------------------------------
 
 
@@ -471,7 +493,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="keras-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_list, _add_build, _add_train, _add_export, _add_tune, _add_demo):
+    for add in (
+        _add_list,
+        _add_build,
+        _add_convert_weights,
+        _add_train,
+        _add_export,
+        _add_tune,
+        _add_demo,
+    ):
         add(sub)
     return parser
 
@@ -480,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 _DOING = {
     "list": "listing the named specs",
     "build": "building the model",
+    "convert-weights": "converting the weights",
     "train": "training",
     "export": "exporting",
     "tune": "searching",

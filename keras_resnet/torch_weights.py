@@ -127,8 +127,11 @@ def load_torch_weights(model: Any, path: str | os.PathLike) -> Any:
         ValueError: an unreadable file, a key no layer takes, a layer weight no
             key gives, or a shape mismatch; nothing is set then.
     """
-    layers, unused = torch_state_to_layers(read_safetensors(path))
-    received = f"Received: path={os.fspath(path)!r}"
+    return _set_weights(model, read_safetensors(path), f"Received: path={os.fspath(path)!r}")
+
+
+def _set_weights(model: Any, state: dict[str, np.ndarray], received: str) -> Any:
+    layers, unused = torch_state_to_layers(state)
     if unused:
         raise ValueError(
             f"The weights file has {len(unused)} key(s) this model has no layer for "
@@ -163,3 +166,37 @@ def load_torch_weights(model: Any, path: str | os.PathLike) -> Any:
     for layer, values in planned:
         layer.set_weights(values)
     return model
+
+
+def convert_torch_weights(
+    path: str | os.PathLike, model: str, output: str | os.PathLike
+) -> dict[str, Any]:
+    """Ports a `.safetensors` file into the named spec and writes Keras' `.weights.h5`.
+
+    The head's classes come from the file (`fc.weight`); the model is built at
+    the spec's input size. The result loads with `build_resnet(model,
+    weights=output)` and the application functions (`ResNet18(weights=output)`).
+    Nothing is written unless the whole file ports; the output is written
+    atomically and never over an existing file.
+
+    Returns:
+        `{"model", "classes", "params", "output"}`.
+    """
+    from keras_resnet._io import atomic_path
+    from keras_resnet.builder import build_resnet
+    from keras_resnet.spec import get_spec
+
+    output = os.fspath(output)
+    if not output.endswith(".weights.h5"):
+        raise ValueError(f"`output` must end in .weights.h5 (Keras' rule). Received: {output=}")
+    if os.path.lexists(output):
+        raise ValueError(f"`output` exists; choose a new file. Received: {output=}")
+    spec = get_spec(model)
+    state = read_safetensors(path)
+    head = state.get("fc.weight")
+    classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    built = build_resnet(spec, classes=classes)
+    _set_weights(built, state, f"Received: path={os.fspath(path)!r}, model={model!r}")
+    with atomic_path(output) as tmp:
+        built.save_weights(tmp)
+    return {"model": model, "classes": classes, "params": built.count_params(), "output": output}
