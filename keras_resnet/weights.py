@@ -8,12 +8,19 @@ they were not trained for.
 Files are fetched with `keras.utils.get_file` into the same cache
 subdirectory (`~/.keras/models`) under the same file names, so a file that
 keras.applications already downloaded is reused, and vice versa.
+
+Nothing we did not write is deleted: a file already in the cache that fails its
+hash check (get_file would download over it, and delete it if that download
+failed) is first renamed to `<name>.bad-<its md5>` and kept; only a file this
+call downloaded is removed when it fails the check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+import warnings
 
 import keras
 
@@ -36,13 +43,43 @@ CACHE_DIR: str | None = None
 
 
 def _cache_base() -> str:
-    """The folder get_file caches under, with its fallback for a read-only home."""
+    """The folder get_file caches under, with get_file's fallback for a read-only home."""
     from keras.src.backend import config
 
     base = os.path.expanduser(CACHE_DIR or config.keras_home())
     if not os.access(base, os.W_OK):
-        base = os.path.join(tempfile.gettempdir(), ".keras")
+        base = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return base
+
+
+def _md5(path: str) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _set_aside_if_bad(path: str, file_hash: str) -> str | None:
+    """Renames a file at `path` that fails its hash check to `<path>.bad-<its md5>`.
+
+    We did not write it (it may be a copy made by hand for an offline machine),
+    so it is kept, under a name the cache never looks up. Returns the new path,
+    or None when `path` holds no file or the right one.
+    """
+    if not os.path.isfile(path):
+        return None
+    actual = _md5(path)
+    if actual == file_hash:
+        return None
+    kept = f"{path}.bad-{actual}"
+    os.replace(path, kept)
+    warnings.warn(
+        f"{path} does not match its published md5 {file_hash}; kept as {kept}, "
+        "downloading the published file.",
+        stacklevel=3,
+    )
+    return kept
 
 
 def published_weights_name(spec: ResNetSpec) -> str | None:
@@ -72,29 +109,32 @@ def imagenet_weights_path(spec: ResNetSpec, include_top: bool) -> str:
     """Downloads (or finds in the cache) the ImageNet weights file for `spec`.
 
     Raises:
-        ValueError: no published weights for this spec, or the file fails its
-            hash check (the bad file is removed, so a retry downloads again).
+        ValueError: no published weights for this spec, or the downloaded file
+            fails its hash check (it is removed, so a retry downloads again).
         OSError: the file could not be downloaded (for example offline).
     """
     name = require_published(spec)
     file_name = weights_file_name(name, include_top)
     file_hash = WEIGHTS_HASHES[name][0 if include_top else 1]
     origin = BASE_WEIGHTS_PATH + file_name
+    target = os.path.join(_cache_base(), "models", file_name)
+    kept = _set_aside_if_bad(target, file_hash)
+    cached = os.path.exists(target)  # then it passed the check: get_file downloads nothing
     try:
         return keras.utils.get_file(
             file_name, origin, cache_subdir="models", file_hash=file_hash, cache_dir=CACHE_DIR
         )
     except ValueError as e:
-        target = os.path.join(_cache_base(), "models", file_name)
-        if os.path.exists(target):
+        if not cached and os.path.exists(target):  # what this call downloaded
             os.remove(target)
         raise ValueError(
             f"ImageNet weights file {file_name} downloaded from {origin} does not match "
             f"its published hash {file_hash}; the file was removed. ({e})"
         ) from None
     except Exception as e:  # get_file raises a bare Exception on network errors.
+        note = f" The cached file that failed its hash check is kept as {kept}." if kept else ""
         raise OSError(
             f"Could not download ImageNet weights file {file_name} from {origin}: {e}. "
             "On an offline machine, copy the file into the Keras cache "
-            "(~/.keras/models/, or $KERAS_HOME/models/) and retry."
+            f"(~/.keras/models/, or $KERAS_HOME/models/) and retry.{note}"
         ) from None
