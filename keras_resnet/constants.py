@@ -12,7 +12,8 @@ from __future__ import annotations
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16", "auto")
+"""`auto`: what the hardware trains fastest with (keras_resnet.precision)."""
 DEFAULT_LEARNING_RATE = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adam": 0.0, "adamw": 0.05}
 DEFAULT_EPOCHS = 30

@@ -159,11 +159,13 @@ def to_one_hot(splits: DatasetSplits) -> DatasetSplits:
 
 
 def build_model(spec, model, splits: DatasetSplits, config: TrainConfig) -> keras.Model:
+    """The run's model, built under the dtype policy in force (`train` sets the run's)."""
     if model is not None:
         return model
     # The classifier output stays float32 under mixed precision (Keras' advice):
-    # logits from the (mixed) Dense, then a float32 softmax.
-    mixed = config.mixed_precision is not None
+    # logits from the (mixed) Dense, then a float32 softmax. Decided by the policy in
+    # force, not by `config.mixed_precision`, whose "auto" may stand for float32.
+    mixed = keras.config.dtype_policy().compute_dtype != "float32"
     net = build_resnet(
         spec,
         input_shape=splits.image_shape,

@@ -19,6 +19,7 @@ from keras_resnet._io import check_fingerprint, locked_run_dir
 from keras_resnet._io import write_json as _write_json
 from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.errors import TrainingDivergedError
+from keras_resnet.precision import explain_mixed_precision
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.training.callbacks import (
     AtomicCheckpoint,
@@ -111,9 +112,13 @@ def train(
             (`"cosine"` with `warmup_epochs` of linear warm-up, `"step"`: /10
             at 50% and 75%, `"constant"`), `weight_decay` (decoupled, on
             kernels only; default by optimizer), `label_smoothing`,
-            `mixed_precision` (`"mixed_float16"`/`"mixed_bfloat16"`; the
-            output stays float32), `image_size` (default the spec's input
-            size), `seed`, `augment`.
+            `mixed_precision` (`"mixed_float16"`/`"mixed_bfloat16"`, or
+            `"auto"`: bfloat16 on a CPU with avx512_bf16/amx_bf16, float16 on
+            a GPU of compute capability 7.0+, else float32; see
+            `keras_resnet.precision`; the output stays float32, and the policy
+            used is printed and recorded in run.json and metrics.json as
+            `dtype_policy`), `image_size` (default the spec's input size),
+            `seed`, `augment`.
 
     Returns:
         The contents of `metrics.json`.
@@ -145,6 +150,7 @@ def train(
     # Checked before the run directory is created, so a refused run leaves no files.
     strategy = strategy or default_strategy()
     refuse_multi_worker(strategy)
+    precision = _precision(config)
     run_dir = Path(output_dir)
     record = {
         "fingerprint": {
@@ -153,6 +159,7 @@ def train(
             "image_shape": list(splits.image_shape),
             **dataclasses.asdict(config),
         },
+        "precision": precision,
         "keras_resnet": __version__,
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
@@ -175,6 +182,19 @@ def train(
         metrics = _evaluate(splits, config, run_dir, record, spec, start)
     print_summary(metrics, run_dir)
     return metrics
+
+
+def _precision(config: TrainConfig) -> dict[str, str | None]:
+    """The dtype policy the run trains under (what `auto` stands for here), printed if `auto`.
+
+    Recorded outside the fingerprint: a run asked with `auto` resumes on another machine
+    under that machine's choice (the checkpoints' variables are float32 either way).
+    """
+    policy, reason = explain_mixed_precision(config.mixed_precision)
+    policy = policy or "float32"
+    if config.mixed_precision == "auto":
+        print(f"mixed_precision='auto': training in {policy} ({reason})")
+    return {"mixed_precision": config.mixed_precision, "dtype_policy": policy, "reason": reason}
 
 
 def _resolve_model(model: Any, width: float | None) -> tuple[ResNetSpec | None, Any]:
@@ -217,8 +237,7 @@ def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose) 
     discarded = discard_corrupt_checkpoints(run_dir, trained=False)
 
     previous_policy = keras.config.dtype_policy()
-    if config.mixed_precision:
-        keras.config.set_dtype_policy(config.mixed_precision)
+    keras.config.set_dtype_policy(record["precision"]["dtype_policy"])
     try:
         with strategy.scope():
             net = build_model(spec, built_model, splits, config)
@@ -305,6 +324,10 @@ def _evaluate(splits, config, run_dir, record, spec, start) -> dict[str, Any]:
         "resumed_from_epoch": trained["resumed_from_epoch"],
         "wall_seconds": round(time.perf_counter() - start, 2),
         "train_images_per_second": trained["train_images_per_second"],
+        # A run trained before the policy was recorded used the one it asked for.
+        "dtype_policy": record.get("precision", {}).get(
+            "dtype_policy", config.mixed_precision or "float32"
+        ),
         "spec": spec.to_dict() if spec else None,
         "model_name": trained["model_name"],
         "dataset": splits.to_dict(),

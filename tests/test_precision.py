@@ -1,0 +1,145 @@
+"""`mixed_precision="auto"`: each branch through the mocked CPU-flag probe and GPU listing."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import precision
+from keras_resnet.builder import build_resnet
+from keras_resnet.constants import MIXED_PRECISION
+from keras_resnet.data import load_dataset
+from keras_resnet.training import TrainConfig, train
+from keras_resnet.training.config import build_model
+from tests.helpers import tiny_spec
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Sets this test's CPU flags and GPUs: `machine(flags, gpus)`, gpus a list of capabilities."""
+
+    def set_machine(flags=(), gpus=()):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+        devices = [
+            tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(len(gpus))
+        ]
+        details = {
+            d.name: ({"compute_capability": c} if c else {})
+            for d, c in zip(devices, gpus, strict=True)
+        }
+
+        def list_physical_devices(device_type=None):
+            return devices if device_type == "GPU" else []
+
+        monkeypatch.setattr(tf.config, "list_physical_devices", list_physical_devices)
+        monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda d: details[d.name])
+
+    return set_machine
+
+
+@pytest.mark.parametrize(
+    "flags, gpus, expected",
+    [
+        (("avx512f", "avx512_bf16"), (), "mixed_bfloat16"),
+        (("avx512f", "amx_bf16", "amx_tile"), (), "mixed_bfloat16"),
+        (("avx2", "avx512f", "avx512_vnni"), (), None),
+        ((), (), None),
+        ((), [(7, 0)], "mixed_float16"),
+        ((), [(8, 6), (7, 5)], "mixed_float16"),
+        # The GPU trains, so the GPU decides: an old one means float32, bf16 CPU or not.
+        (("avx512_bf16",), [(6, 1)], None),
+        (("avx512_bf16",), [(8, 0), (6, 0)], None),
+        (("avx512_bf16",), [None], None),
+    ],
+)
+def test_auto_picks_by_the_hardware(machine, flags, gpus, expected):
+    machine(flags, gpus)
+    assert precision.resolve_mixed_precision("auto") == expected
+    policy, reason = precision.explain_mixed_precision("auto")
+    assert policy == expected and reason
+
+
+@pytest.mark.parametrize("value", [None, "mixed_float16", "mixed_bfloat16"])
+def test_explicit_values_pass_through(machine, value):
+    machine(("avx512_bf16",), [(8, 0)])
+    assert precision.resolve_mixed_precision(value) == value
+
+
+@pytest.mark.parametrize("value", ["float16", "bfloat16", "AUTO", "mixed_float32", True, 16])
+def test_bad_values_are_refused(value):
+    allowed = list(MIXED_PRECISION)
+    message = f"`mixed_precision` must be one of {allowed}. Received: mixed_precision={value!r}"
+    with pytest.raises(ValueError) as e:
+        precision.resolve_mixed_precision(value)
+    assert str(e.value) == message
+    with pytest.raises(ValueError, match="Received: mixed_precision="):
+        TrainConfig(mixed_precision=value)
+    assert TrainConfig(mixed_precision="auto").mixed_precision == "auto"
+
+
+def test_cpu_flags_reads_cpuinfo(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16\n\n"
+        "processor\t: 1\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16\n"
+    )
+    monkeypatch.setattr(precision, "CPUINFO", str(cpuinfo))
+    assert precision.cpu_flags() == {"fpu", "avx2", "avx512_bf16", "amx_bf16"}
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # ARM's spelling
+    assert precision.cpu_flags() == {"fp", "asimd", "bf16"}
+    monkeypatch.setattr(precision, "CPUINFO", str(tmp_path / "missing"))
+    assert precision.cpu_flags() == frozenset()
+
+
+def _splits():
+    return load_dataset("digits", image_size=8, batch_size=64, augment=False)
+
+
+def test_the_head_is_float32_under_mixed_bfloat16():
+    splits = _splits()
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(tiny_spec(), None, splits, TrainConfig(mixed_precision="auto"))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.get_layer("predictions").dtype_policy.compute_dtype == "bfloat16"
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+    y = model.predict_on_batch(np.zeros((2, 8, 8, 1), "float32"))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_a_float32_run_builds_the_builders_model_unchanged():
+    splits = _splits()
+    model = build_model(tiny_spec(), None, splits, TrainConfig(mixed_precision="auto"))
+    reference = build_resnet(tiny_spec(), input_shape=(8, 8, 1), classes=10)
+    assert [la.name for la in model.layers[1:]] == [la.name for la in reference.layers[1:]]
+    assert model.count_params() == reference.count_params()
+    assert model.output.dtype == "float32"
+
+
+def test_train_with_auto_prints_and_records_the_policy(machine, tmp_path, capsys):
+    machine(("avx512_bf16",))
+    policy = "mixed_bfloat16"
+    metrics = train(
+        tiny_spec(),
+        "digits",
+        output_dir=tmp_path / "run",
+        epochs=1,
+        image_size=8,
+        verbose=0,
+        warmup_epochs=0,
+        mixed_precision="auto",
+    )
+    assert f"mixed_precision='auto': training in {policy}" in capsys.readouterr().out
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["fingerprint"]["mixed_precision"] == "auto"
+    assert run["precision"]["dtype_policy"] == metrics["dtype_policy"] == policy
+    model = keras.saving.load_model(tmp_path / "run" / "best.keras", safe_mode=True)
+    assert model.get_layer("conv1_conv").dtype_policy.name == policy
+    assert model.output.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
