@@ -167,6 +167,29 @@ def _cmd_convert_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of image files with a model")
+    p.add_argument(
+        "model", help="a .keras file, a run or export directory, a SavedModel, a .tflite"
+    )
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=int, help=f"default {constants.DEFAULT_TOP_K}")
+    p.add_argument(
+        "--preprocessing",
+        help=f"{_choices(constants.PREPROCESSING)} (default: the export's, else unit)",
+    )
+    p.add_argument("--json", action="store_true", default=False, help="JSON output")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from keras_resnet.predict import format_predictions, predict
+
+    results = predict(args.model, args.images, **_given(args, ("top_k", "preprocessing")))
+    print(format_predictions(results, as_json=args.json))
+    return 0
+
+
 # --- train, demo ---------------------------------------------------------------------------
 
 
@@ -497,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_list,
         _add_build,
         _add_convert_weights,
+        _add_predict,
         _add_train,
         _add_export,
         _add_tune,
@@ -511,6 +535,7 @@ _DOING = {
     "list": "listing the named specs",
     "build": "building the model",
     "convert-weights": "converting the weights",
+    "predict": "predicting",
     "train": "training",
     "export": "exporting",
     "tune": "searching",

@@ -1,0 +1,208 @@
+"""`keras-resnet predict`: top-k classes of images with any model keras_resnet writes.
+
+MODEL is a `.keras` file, a training run directory (its `best.keras`), an export
+directory (its `manifest.json` names the preprocessing, `labels.txt` the
+classes; the Keras file is used, else the fp32 TFLite one, else the
+SavedModel), a SavedModel directory or a `.tflite` file. Each image is read with
+Keras' `load_img` in the model's channels (grayscale, RGB or RGBA), resized to
+the model's input, scaled to [0, 1] and preprocessed as the export recorded it
+(`unit`, `caffe`, `tf`, `torch`, `none`; default `unit`, the training
+pipeline's). Labels: the export's class names, else ImageNet's
+(`decode_predictions`) for 1000 classes, else the class index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_resnet.constants import DEFAULT_TOP_K, PREPROCESSING
+
+_COLOR_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
+
+
+class _Model:
+    """One loaded model: `run(images in [0, 1]) -> scores`, its input and its labels."""
+
+    def __init__(self, run, shape, labels=None, preprocessing=None):
+        self.run, self.shape, self.labels, self.preprocessing = run, shape, labels, preprocessing
+
+
+def _keras_model(path: Path, labels=None, preprocessing=None) -> _Model:
+    import keras
+
+    model = keras.saving.load_model(path, safe_mode=True)
+    shape = tuple(model.input_shape[1:])
+    return _Model(lambda x: np.asarray(model.predict(x, verbose=0)), shape, labels, preprocessing)
+
+
+def _tflite_model(path: Path, labels=None, preprocessing=None) -> _Model:
+    from keras_resnet.export.tflite import run_tflite, tflite_io
+
+    io = tflite_io(path)
+    shape = tuple(io["inputs"][0]["shape"][1:])
+    return _Model(lambda x: run_tflite(str(path), x), shape, labels, preprocessing)
+
+
+def _saved_model(path: Path, labels=None, preprocessing=None) -> _Model:
+    import tensorflow as tf
+
+    from keras_resnet.export.saved_model import run_saved_model
+
+    loaded = tf.saved_model.load(str(path))
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]["images"]
+    return _Model(
+        lambda x: run_saved_model(loaded, x), tuple(spec.shape[1:]), labels, preprocessing
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from keras_resnet._io import read_json_object
+
+    return read_json_object(path, f"a keras_resnet {path.name}", "model")
+
+
+def _export_dir(path: Path) -> _Model:
+    manifest = _read_json(path / "manifest.json")
+    labels_file = path / manifest.get("labels_file", "labels.txt")
+    labels = labels_file.read_text().splitlines() if labels_file.exists() else None
+    preprocessing = manifest.get("input", {}).get("preprocessing")
+    for name, opener in (
+        ("model.keras", _keras_model),
+        ("tflite/model_fp32.tflite", _tflite_model),
+    ):
+        if (path / name).exists():
+            return opener(path / name, labels, preprocessing)
+    if (path / "saved_model" / "saved_model.pb").exists():
+        return _saved_model(path / "saved_model", labels, preprocessing)
+    raise ValueError(f"The export has no Keras, SavedModel or fp32 TFLite file. Received: {path=}")
+
+
+def _run_dir(path: Path) -> _Model:
+    _read_json(path / "run.json")  # one clear line if it is not ours
+    return _keras_model(path / "best.keras", None, "unit")
+
+
+def open_model(model: str | os.PathLike) -> _Model:
+    """Loads MODEL (see the module doc); a path that is none of those is one clear line."""
+    path = Path(model)
+    if path.is_dir():
+        for marker, opener in (
+            ("manifest.json", _export_dir),
+            ("run.json", _run_dir),
+            ("saved_model.pb", _saved_model),
+        ):
+            if (path / marker).exists():
+                return opener(path)
+    elif path.suffix == ".keras" and path.is_file():
+        return _keras_model(path)
+    elif path.suffix == ".tflite" and path.is_file():
+        return _tflite_model(path)
+    raise ValueError(
+        "`model` must be a .keras file, a run or export directory, a SavedModel directory or a "
+        f".tflite file. Received: model={str(model)!r}"
+    )
+
+
+def load_images(paths: Sequence[str | os.PathLike], shape: Sequence[int]) -> np.ndarray:
+    """Images at the model's (height, width, channels), float32 in [0, 1]."""
+    import keras
+
+    height, width, channels = (int(d) for d in shape)
+    if channels not in _COLOR_MODES:
+        raise ValueError(
+            f"The model takes {channels}-channel images; images can be read as 1 (grayscale), "
+            f"3 (RGB) or 4 (RGBA) channels. Received: model input shape {tuple(shape)}"
+        )
+    images = []
+    for path in paths:
+        try:
+            image = keras.utils.load_img(
+                path, color_mode=_COLOR_MODES[channels], target_size=(height, width)
+            )
+        except (OSError, ValueError) as e:
+            raise ValueError(f"Cannot read image {str(path)!r}: {str(e).splitlines()[0]}") from None
+        images.append(keras.utils.img_to_array(image) / 255.0)
+    return np.stack(images).astype(np.float32)
+
+
+def _preprocess(images: np.ndarray, mode: str) -> np.ndarray:
+    if mode in (None, "unit"):
+        return images
+    from keras_resnet.export.saved_model import preprocess
+
+    return np.asarray(preprocess(images * 255.0, mode))
+
+
+def _probabilities(scores: np.ndarray) -> np.ndarray:
+    """Softmax where the model gives logits (rows not already probabilities)."""
+    scores = scores.astype(np.float64)
+    if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        return scores
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _label_names(model: _Model, classes: int) -> list[str]:
+    if model.labels and len(model.labels) == classes:
+        return list(model.labels)
+    if classes == 1000:
+        try:
+            from keras.applications import imagenet_utils
+
+            one_hot = np.eye(1000, dtype=np.float32)
+            return [imagenet_utils.decode_predictions(row[None], top=1)[0][0][1] for row in one_hot]
+        except Exception:  # the class index is a download; offline, indices it is
+            pass
+    return [str(i) for i in range(classes)]
+
+
+def predict(
+    model: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    preprocessing: str | None = None,
+) -> list[dict[str, Any]]:
+    """Top-k `{"image", "predictions": [{"class", "label", "probability"}]}` per image."""
+    from keras_resnet._checks import check_choice, check_positive_int
+
+    check_positive_int("top_k", top_k)
+    if preprocessing is not None:
+        check_choice("preprocessing", preprocessing, PREPROCESSING)
+    if not images:
+        raise ValueError("`images` must name at least one image file. Received: images=[]")
+    loaded = open_model(model)
+    pixels = load_images(images, loaded.shape)
+    mode = preprocessing or loaded.preprocessing or "unit"
+    probabilities = _probabilities(loaded.run(_preprocess(pixels, mode)))
+    names = _label_names(loaded, probabilities.shape[1])
+    results = []
+    for path, row in zip(images, probabilities, strict=True):
+        best = np.argsort(-row)[: min(top_k, len(row))]
+        results.append(
+            {
+                "image": str(path),
+                "predictions": [
+                    {"class": int(i), "label": names[i], "probability": float(row[i])} for i in best
+                ],
+            }
+        )
+    return results
+
+
+def format_predictions(results: list[dict[str, Any]], as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps(results, indent=1)
+    lines = []
+    for result in results:
+        lines.append(result["image"])
+        lines += [
+            f"  {p['probability']:7.2%}  {p['label']} ({p['class']})" for p in result["predictions"]
+        ]
+    return "\n".join(lines)
