@@ -401,6 +401,24 @@ def test_a_sequential_classifier_is_exported_unfolded(tmp_path):
     }
 
 
+def test_a_mixed_precision_model_is_exported_unfolded(tmp_path):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _classifier()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    # Folded, it is another bfloat16 computation, far past the float tolerance of 1e-5.
+    x = images(EXPORT_SHAPE, n=8)
+    assert np.abs(graph(fold_batchnorm(model), x) - graph(model, x)).max() > 1e-4
+    manifest = export.export_model(model, tmp_path / "out", **{**FAST, "formats": "keras"})
+    assert manifest["fold"] == {
+        "applied": False,
+        "reason": "a mixed-precision model (mixed_bfloat16)",
+    }
+    assert manifest["artifacts"]["keras"]["verification"]["max_abs_diff"] == 0.0
+
+
 def test_cli_no_fold_keeps_the_training_graph(tmp_path, capsys):
     model = _classifier("v2")
     model.save(tmp_path / "model.keras")
