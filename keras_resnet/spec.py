@@ -29,7 +29,7 @@ import numbers
 from typing import Any
 
 from keras_resnet import sizing
-from keras_resnet._checks import is_int
+from keras_resnet._checks import check_choice, is_int
 from keras_resnet._checks import received as _received
 
 # Re-exported for the modules that import it from here (it lives with the other sizes).
@@ -67,11 +67,6 @@ def _check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = No
         raise ValueError(f"`{name}` must be {kind}. {_received(name, value)}")
     if maximum is not None and value > maximum:
         raise ValueError(f"`{name}` must be at most {maximum:,}. {_received(name, value)}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}. {_received(name, value)}")
 
 
 def _check_float(name: str, value: Any, low: float, high: float, low_inclusive: bool) -> None:
@@ -249,19 +244,19 @@ class ResNetSpec:
                 f"Received: {total:,} blocks ({[s.blocks for s in stages]})"
             )
         object.__setattr__(self, "stages", stages)
-        _check_choice("block", self.block, BLOCKS)
-        _check_choice("version", self.version, VERSIONS)
+        check_choice("block", self.block, BLOCKS)
+        check_choice("version", self.version, VERSIONS)
         _check_float("width", self.width, 0.0, 16.0, low_inclusive=False)
         _check_int("width_divisor", self.width_divisor)
-        _check_choice("stem", self.stem, STEMS)
+        check_choice("stem", self.stem, STEMS)
         _check_int("stem_filters", self.stem_filters, maximum=MAX_CHANNELS)
-        _check_choice("shortcut", self.shortcut, SHORTCUTS)
+        check_choice("shortcut", self.shortcut, SHORTCUTS)
         if not isinstance(self.use_bias, bool):
             raise ValueError(f"`use_bias` must be a bool. {_received('use_bias', self.use_bias)}")
         _check_float("bn_epsilon", self.bn_epsilon, 0.0, 1.0, low_inclusive=False)
         _check_float("bn_momentum", self.bn_momentum, 0.0, 1.0, low_inclusive=True)
-        _check_choice("stride_block", self.stride_block, STRIDE_BLOCKS)
-        _check_choice("bottleneck_stride", self.bottleneck_stride, BOTTLENECK_STRIDES)
+        check_choice("stride_block", self.stride_block, STRIDE_BLOCKS)
+        check_choice("bottleneck_stride", self.bottleneck_stride, BOTTLENECK_STRIDES)
         _check_int("expansion", self.expansion, maximum=64)
         self._check_family()
         self._check_channels()
@@ -403,17 +398,8 @@ class ResNetSpec:
             strides += [stage.stride if j == strided else 1 for j in range(stage.blocks)]
         return strides
 
-    def memory_bytes(
-        self,
-        input_shape: tuple[int, int, int],
-        batch_size: int = 1,
-        classes: int | None = 1000,
-        training: bool = False,
-    ) -> int:
-        """A rough upper estimate of the memory a forward (or training) pass needs.
-
-        See `keras_resnet.sizing.memory_bytes`.
-        """
+    def memory_bytes(self, input_shape, batch_size=1, classes=1000, training=False) -> int:
+        """A rough upper estimate of a pass's memory (`keras_resnet.sizing.memory_bytes`)."""
         return sizing.memory_bytes(self, input_shape, batch_size, classes, training)
 
     # Serialisation ----------------------------------------------------------
