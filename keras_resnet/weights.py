@@ -25,6 +25,7 @@ import warnings
 import keras
 
 from keras_resnet.spec import ResNetSpec, spec_name
+from keras_resnet.torch_weights import load_torch_weights  # noqa: F401 (torchvision/timm files)
 
 BASE_WEIGHTS_PATH = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 
