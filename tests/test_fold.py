@@ -190,12 +190,6 @@ def test_channels_first():
     check_fold(model, x, run=graph)
 
 
-def test_a_softmax_head_folds_too():
-    model = keras_resnet.ResNet20()
-    randomize(model)
-    check_fold(model, images((32, 32, 3)))
-
-
 # --- the graph, generically ----------------------------------------------------------------
 
 
