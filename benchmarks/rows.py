@@ -172,8 +172,19 @@ class Row:
             )
 
 
-# The rows `make bench` times, in report order (none yet).
-ROWS: tuple[Row, ...] = ()
+# The rows `make bench` times, in report order.
+ROWS: tuple[Row, ...] = (
+    # What each family variant costs against the network users compare with (no target:
+    # ResNet-D and SE add work; the ratio says how much).
+    *(
+        Row(
+            f"forward {name} vs keras.applications ResNet50, batch 32",
+            candidate=forward(keras_resnet_net(name), 32),
+            reference=forward(applications_net("ResNet50"), 32),
+        )
+        for name in ("ResNet50D", "SEResNet50")
+    ),
+)
 
 
 def run_row(row: Row, s: Settings) -> dict[str, Any]:
