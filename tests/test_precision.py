@@ -143,3 +143,21 @@ def test_train_with_auto_prints_and_records_the_policy(machine, tmp_path, capsys
     assert model.get_layer("conv1_conv").dtype_policy.name == policy
     assert model.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+
+
+def test_a_bfloat16_model_exports_to_tflite_in_float32(tmp_path):
+    """TFLite has no bfloat16 convolution: the export converts the float32 copy."""
+    from keras_resnet import export
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_resnet(tiny_spec(), input_shape=(8, 8, 3), classes=3)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    x = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype("float32")
+    manifest = export.export_model(model, tmp_path / "out", formats="keras,tflite_fp32",
+                                   validation_data=x, latency_runs=0, verbose=False)  # fmt: skip
+    assert manifest["input"]["trained_dtype_policy"] == "mixed_bfloat16"
+    assert manifest["artifacts"]["tflite_fp32"]["verification"]["max_abs_diff"] <= 1e-5
+    loaded = keras.saving.load_model(tmp_path / "out" / "model.keras", safe_mode=True)
+    assert {la.dtype_policy.name for la in loaded.layers} == {"float32"}

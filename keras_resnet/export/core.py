@@ -28,7 +28,13 @@ import tensorflow as tf
 
 from keras_resnet._logs import quiet_native_logs
 from keras_resnet.constants import TFLITE_VARIANTS
-from keras_resnet.export.export_utils import as_images, check_classifier, labels_of, tensor_info
+from keras_resnet.export.export_utils import (
+    as_images,
+    check_classifier,
+    float32_model,
+    labels_of,
+    tensor_info,
+)
 from keras_resnet.export.latency import keras_latency
 from keras_resnet.export.onnx import run_onnx, write_onnx
 from keras_resnet.export.options import ExportOptions, resolve_options
@@ -376,6 +382,7 @@ def export_model(
         ...                         validation_data=x_test, class_names=names, formats="tflite")
     """
     options = resolve_options(options, option_overrides)
+    model, trained_policy = float32_model(model)  # exported and verified in float32
     height, width, channels, classes = check_classifier(model)
     names = _check_class_names(class_names, classes)
     tols = options.resolved_tolerances()
@@ -392,7 +399,10 @@ def export_model(
         # TensorFlow's converter and LiteRT print C++ notices here; errors still show.
         with quiet_native_logs():
             artifacts = _write_artifacts(job)
-        return {**artifacts, **_describe(job, target.name, spec, source)}
+        described = _describe(job, target.name, spec, source)
+        if trained_policy:
+            described["input"]["trained_dtype_policy"] = trained_policy
+        return {**artifacts, **described}
 
     manifest = write_atomically(target, output_dir, options.overwrite, fill, names)
     if options.verbose:

@@ -91,3 +91,35 @@ def package_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def _float32_policies(config: Any) -> Any:
+    """A model config with every 16-bit dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+            config.get("config", {}).get("name", "")
+        ).startswith("mixed_"):
+            return "float32"
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    return config
+
+
+def float32_model(model: keras.Model) -> tuple[keras.Model, str | None]:
+    """The model in float32, and the mixed policy it was built with (None: it was float32).
+
+    A model trained under `mixed_bfloat16` / `mixed_float16` keeps float32
+    variables, so the float32 copy holds exactly its weights and computes what
+    it computes, without 16-bit rounding; TFLite's converter has no bfloat16
+    convolution, and its fp16 variant quantises on its own.
+    """
+    mixed = next(
+        (la.dtype_policy.name for la in model.layers if la.dtype_policy.name.startswith("mixed_")),
+        None,
+    )
+    if mixed is None or not isinstance(model, keras.Model) or not hasattr(model, "get_config"):
+        return model, None
+    copy = model.__class__.from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy, mixed
