@@ -36,8 +36,9 @@ EXPORT_KEYS = (
 )  # fmt: skip
 SEARCH_KEYS = (
     "tuner", "objective", "max_trials", "max_epochs", "hyperband_factor", "max_params",
-    "max_latency_ms", "overwrite", "role", "oracle_address", "tuner_id", "allow_remote_oracle",
-    "oracle_timeout", "retrain_epochs", "max_search_seconds", "max_consecutive_failed_trials",
+    "max_latency_ms", "latency_target", "latency_threads", "overwrite", "role", "oracle_address",
+    "tuner_id", "allow_remote_oracle", "oracle_timeout", "retrain_epochs", "max_search_seconds",
+    "max_consecutive_failed_trials",
     *DATA_KEYS,
 )  # fmt: skip
 SPACE_KEYS = (
@@ -403,6 +404,14 @@ def _add_tune(sub) -> None:
     p.add_argument("--factor", dest="hyperband_factor", type=int, help="Hyperband's (3)")
     p.add_argument("--max-params", type=int, help="parameter budget")
     p.add_argument("--max-latency-ms", type=float, help="batch-1 latency budget on this machine")
+    p.add_argument(
+        "--latency-target",
+        help=f"{_choices(constants.LATENCY_TARGETS)}: what latency is measured on "
+        f"(default {constants.DEFAULT_LATENCY_TARGET}; tflite: converted, timed in LiteRT)",
+    )
+    p.add_argument(
+        "--latency-threads", type=int, metavar="N", help="LiteRT threads (default: every core)"
+    )
     p.add_argument("--retrain-epochs", type=int, help="retrain the best this long (0: keep it)")
     p.add_argument("--max-search-seconds", type=float, help="start no trial after this long")
     p.add_argument(

@@ -39,6 +39,11 @@ DEFAULT_OPTIMIZERS = ("sgd", "adam")
 DEFAULT_BATCH_SIZES = (32, 64, 128)
 DEFAULT_ORACLE_TIMEOUT = 30.0
 """Seconds a worker waits for its chief: to connect, and for each call (keras-tuner: 1 hour)."""
+LATENCY_TARGETS = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8")
+"""What a candidate's latency is measured on: Keras' tf.function, or a LiteRT variant."""
+DEFAULT_LATENCY_TARGET = "keras"
+"""Today's behaviour. `keras-resnet export` recommends no artifact (it writes all four
+TFLite variants and times each), so there is no recommended form to default to yet."""
 
 # --- export ---------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ One concern a module:
 - `hypermodel`: `HyperResNet`, hyperparameters -> spec -> `build_resnet`, and `fit`.
 - `budgets`: `max_params` and `max_latency_ms`, rejected trials, and the check
   that some candidate meets them before anything trains.
-- `latency`: `measure_latency`, `latency_runtime` and `LatencyCache`.
+- `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT),
+  `measure_latency`, `measure_tflite_latency`, `latency_runtime` and `LatencyCache`.
 - `tuners`: keras-tuner's oracles and tuners with the budgets built in, their
   registry `TUNER_CLASSES` and `make_tuner`.
 - `distributed`: keras-tuner's chief/worker mode (environment, the chief's
@@ -32,12 +33,19 @@ from keras_resnet.constants import (
     DEFAULT_OPTIMIZERS,
     DEFAULT_ORACLE_TIMEOUT,
     DEFAULT_WIDTHS,
+    LATENCY_TARGETS,
     OBJECTIVES,
     TUNERS,
 )
 from keras_resnet.tuning.distributed import OracleUnreachableError
 from keras_resnet.tuning.hypermodel import HyperResNet
-from keras_resnet.tuning.latency import LatencyCache, latency_runtime, measure_latency
+from keras_resnet.tuning.latency import (
+    LatencyCache,
+    LatencyTarget,
+    latency_runtime,
+    measure_latency,
+    measure_tflite_latency,
+)
 from keras_resnet.tuning.results import pareto_front
 from keras_resnet.tuning.search import SearchConfig, search
 from keras_resnet.tuning.space import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAYS, SearchSpace
@@ -50,16 +58,19 @@ __all__ = [
     "DEFAULT_ORACLE_TIMEOUT",
     "DEFAULT_WEIGHT_DECAYS",
     "DEFAULT_WIDTHS",
+    "LATENCY_TARGETS",
     "OBJECTIVES",
     "TUNERS",
     "HyperResNet",
     "LatencyCache",
+    "LatencyTarget",
     "OracleUnreachableError",
     "SearchConfig",
     "SearchSpace",
     "latency_runtime",
     "make_tuner",
     "measure_latency",
+    "measure_tflite_latency",
     "pareto_front",
     "search",
 ]

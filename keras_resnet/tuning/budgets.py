@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from keras_resnet._checks import check_choice, check_positive_int, check_positive_number
 from keras_resnet.constants import OBJECTIVES
 from keras_resnet.spec import ResNetSpec
-from keras_resnet.tuning.latency import latency_runtime
 from keras_resnet.tuning.space import SearchSpace, candidate_spec, stage_template
 
 if TYPE_CHECKING:
@@ -128,7 +127,7 @@ def check_budgets_reachable(hm: HyperResNet) -> None:
         within = "" if hm.max_params is None else f" within max_params={hm.max_params}"
         raise ValueError(
             "`max_latency_ms` is below the batch-1 latency of the fastest candidates of "
-            f"the search space{within} ({fastest:.3g} ms, {latency_runtime()}). "
+            f"the search space{within} ({fastest:.3g} ms, {hm.latency_target.runtime()}). "
             f"Received: max_latency_ms={hm.max_latency_ms}"
         )
 

@@ -26,7 +26,7 @@ from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, 
 from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
 from keras_resnet.tuning.budgets import Budget, corner_specs
-from keras_resnet.tuning.latency import LatencyCache
+from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
 from keras_resnet.tuning.space import (
     PARTS,
     SearchSpace,
@@ -51,7 +51,11 @@ class HyperResNet(kt.HyperModel):
         objective: `"val_accuracy"` or `"val_loss"`; `fit` reports the epoch
             that is best for it.
         max_params: parameter budget (classifier included).
-        max_latency_ms: batch-1 latency budget in ms (see `latency_runtime`).
+        max_latency_ms: batch-1 latency budget in ms on `latency_target`.
+        latency_target: what latency is measured on (`keras_resnet.constants.
+            LATENCY_TARGETS`): `"keras"` (default, a `tf.function`) or a TFLite
+            variant in LiteRT (`"tflite-int8"`, ...); or a `LatencyTarget`.
+        latency_threads: LiteRT's threads for a tflite target (default: every core).
         label_mode: `"int"` or `"categorical"` for the loss `build` compiles
             with; `fit` picks it from the data it gets.
         latency_cache: a `LatencyCache` or a JSON file path.
@@ -81,6 +85,8 @@ class HyperResNet(kt.HyperModel):
         objective: str = "val_accuracy",
         max_params: int | None = None,
         max_latency_ms: float | None = None,
+        latency_target: LatencyTarget | str = "keras",
+        latency_threads: int | None = None,
         label_mode: str | None = None,
         latency_cache: LatencyCache | str | os.PathLike | None = None,
         name: str | None = "HyperResNet",
@@ -98,6 +104,11 @@ class HyperResNet(kt.HyperModel):
             )
         check_positive_int("classes", classes)
         self.budget = Budget(objective, int(classes), max_params, max_latency_ms)
+        self.latency_target = (
+            latency_target
+            if isinstance(latency_target, LatencyTarget)
+            else LatencyTarget(latency_target, latency_threads)
+        )
         if label_mode not in (None, "int", "categorical"):
             raise ValueError(
                 "`label_mode` must be None, 'int' or 'categorical'. "
@@ -253,11 +264,14 @@ class HyperResNet(kt.HyperModel):
 
     def cached_latency(self, spec: ResNetSpec) -> float | None:
         """The candidate's latency if already measured (no build), else None."""
-        return self.latency_cache.get(LatencyCache.key(spec, self.input_shape, self.classes))
+        key = LatencyCache.key(spec, self.input_shape, self.classes, self.latency_target)
+        return self.latency_cache.get(key)
 
     def latency_ms(self, spec: ResNetSpec, model: keras.Model | None = None) -> float:
-        """Batch-1 latency of the candidate (measured once per spec, then cached)."""
-        return self.latency_cache.measure(spec, self.input_shape, self.classes, model)
+        """Batch-1 latency on the target (measured once per spec and target, then cached)."""
+        return self.latency_cache.measure(
+            spec, self.input_shape, self.classes, model, self.latency_target
+        )
 
     # build and fit ------------------------------------------------------------
 

@@ -1,15 +1,20 @@
-"""Batch-1 latency: the measurement, the runtime it is measured in, and its cache.
+"""Batch-1 latency: the target it is measured on, the measurement, and its cache.
 
-The latency of a candidate is the median batch-1 inference time of the built
-model in TensorFlow's graph runtime, a `tf.function` on this machine (see
-`latency_runtime`). `LatencyCache` keeps measurements by spec, input shape,
-classes, runtime and host, in memory and in `latency_cache.json`, so a
-candidate is measured once per host.
+The latency of a candidate is its median batch-1 inference time on a
+`LatencyTarget`: by default (`keras`) the built model in TensorFlow's graph
+runtime, a `tf.function` on this machine (see `latency_runtime`); or the
+candidate, with its random initial weights, converted to a TFLite variant
+(`tflite-fp32`, `tflite-fp16`, `tflite-int8`, the latter calibrated on random
+images) and timed in the LiteRT interpreter at a stated thread count, as the
+shipped artifact runs. `LatencyCache` keeps measurements by spec, input
+shape, classes, target (and threads), runtime and host, in memory and in
+`latency_cache.json`, so a candidate is measured (and converted) once per host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_resnet._checks import check_choice, check_positive_int
 from keras_resnet._io import write_json
 from keras_resnet.builder import build_resnet
+from keras_resnet.constants import DEFAULT_LATENCY_TARGET, LATENCY_TARGETS
+from keras_resnet.export import convert_tflite, tflite_latency
+from keras_resnet.export.export_utils import package_version
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.timing import latency
+
+CALIBRATION_IMAGES = 8
+"""Random images the int8 variant is calibrated on: its speed does not depend on them."""
 
 
 def latency_runtime() -> str:
@@ -62,8 +75,102 @@ def measure_latency(model: keras.Model, runs: int = 30, max_seconds: float = 2.0
     return result["median_ms"]
 
 
+def measure_tflite_latency(
+    model: keras.Model, variant: str, *, threads: int = 1, runs: int = 30
+) -> float:
+    """Median batch-1 time in ms of `model` converted to a TFLite `variant`, in LiteRT.
+
+    The conversion is `keras_resnet.export.convert_tflite` (int8: calibrated
+    on `CALIBRATION_IMAGES` random images in [0, 1)); the timing is
+    `keras_resnet.export.tflite_latency` with `threads` interpreter threads.
+
+    Example:
+
+    >>> model = build_resnet(get_spec("resnet20"), input_shape=(16, 16, 1), classes=10)
+    >>> measure_tflite_latency(model, "int8", threads=1)  # doctest: +SKIP
+    0.05
+    """
+    representative = None
+    if variant == "int8":
+        shape = (CALIBRATION_IMAGES, *model.input_shape[1:])
+        representative = np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
+    flatbuffer = convert_tflite(model, variant, representative)
+    return tflite_latency(flatbuffer, runs=runs, num_threads=threads)["median_ms"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyTarget:
+    """What a candidate's batch-1 latency is measured on; checked when made.
+
+    Attributes:
+        name: one of `LATENCY_TARGETS`: `"keras"` (a `tf.function` in
+            TensorFlow's own thread pool, the default) or `"tflite-fp32"`,
+            `"tflite-fp16"`, `"tflite-int8"` (the converted candidate in LiteRT).
+        threads: LiteRT's interpreter threads (tflite targets only); None: every
+            core, as `keras_resnet.export.tflite_latency` times the export.
+
+    Example:
+
+    >>> LatencyTarget("tflite-int8", threads=1).runtime()  # doctest: +SKIP
+    'LiteRT (ai_edge_litert 2.3.0) int8, XNNPACK, CPU x86_64, 1 thread, batch 1'
+    """
+
+    name: str = DEFAULT_LATENCY_TARGET
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("latency_target", self.name, LATENCY_TARGETS)
+        check_positive_int("latency_threads", self.threads, allow_none=True)
+        if self.variant is None and self.threads is not None:
+            raise ValueError(
+                "`latency_threads` sets LiteRT's threads: it needs a tflite latency target "
+                "(keras runs in TensorFlow's own thread pool). "
+                f"Received: latency_threads={self.threads!r} with latency_target={self.name!r}"
+            )
+
+    @property
+    def variant(self) -> str | None:
+        """The TFLite variant (`"int8"`, ...), or None for the keras target."""
+        return self.name.removeprefix("tflite-") if self.name.startswith("tflite-") else None
+
+    @property
+    def num_threads(self) -> int | None:
+        """The interpreter threads used (None for the keras target)."""
+        if self.variant is None:
+            return None
+        return self.threads or os.cpu_count() or 1
+
+    def runtime(self) -> str:
+        """Where latencies are measured, as recorded in the outputs."""
+        if self.variant is None:
+            return latency_runtime()
+        n = self.num_threads
+        return (
+            f"LiteRT (ai_edge_litert {package_version('ai-edge-litert')}) {self.variant}, "
+            f"XNNPACK, CPU {platform.machine()}, {n} thread{'s' if n > 1 else ''}, batch 1"
+        )
+
+    def key_fields(self) -> dict[str, Any]:
+        """What the cache key adds for this target (nothing for keras: its keys predate targets)."""
+        if self.variant is None:
+            return {}
+        return {"target": self.name, "threads": self.num_threads}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "threads": self.num_threads, "runtime": self.runtime()}
+
+    def measure(self, model: keras.Model) -> float:
+        """`model`'s median batch-1 latency in ms on this target."""
+        if self.variant is None:
+            return measure_latency(model)
+        return measure_tflite_latency(model, self.variant, threads=self.num_threads)
+
+
+KERAS_TARGET = LatencyTarget()
+
+
 class LatencyCache:
-    """Measured latencies by spec, input shape, classes, runtime and host.
+    """Measured latencies by spec, input shape, classes, target, runtime and host.
 
     Kept in memory and, once `path` is set, in a JSON file that several
     processes may share: every write merges what is on disk first, so a lost
@@ -89,14 +196,20 @@ class LatencyCache:
                 self.entries = {**json.loads(self.path.read_text()), **self.entries}
 
     @staticmethod
-    def key(spec: ResNetSpec, input_shape: Sequence[int], classes: int) -> str:
-        """The cache key: spec, input shape, classes, runtime and host."""
+    def key(
+        spec: ResNetSpec,
+        input_shape: Sequence[int],
+        classes: int,
+        target: LatencyTarget = KERAS_TARGET,
+    ) -> str:
+        """The cache key: spec, input shape, classes, target (with its threads), runtime, host."""
         data = {
             "spec": spec.to_dict(),
             "input_shape": list(input_shape),
             "classes": classes,
-            "runtime": latency_runtime(),
+            "runtime": target.runtime(),
             "host": socket.gethostname(),
+            **target.key_fields(),
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -107,13 +220,20 @@ class LatencyCache:
         entry = self.entries.get(key)
         return None if entry is None else float(entry["latency_ms"])
 
-    def put(self, key: str, latency_ms: float, spec: ResNetSpec) -> None:
+    def put(
+        self,
+        key: str,
+        latency_ms: float,
+        spec: ResNetSpec,
+        target: LatencyTarget = KERAS_TARGET,
+    ) -> None:
         """Records a measurement (and writes the file, when attached)."""
         self.entries[key] = {
             "latency_ms": latency_ms,
-            "runtime": latency_runtime(),
+            "runtime": target.runtime(),
             "host": socket.gethostname(),
             "spec": spec.to_dict(),
+            **target.key_fields(),
         }
         if self.path is not None:
             self._merge_disk()
@@ -125,14 +245,16 @@ class LatencyCache:
         input_shape: Sequence[int],
         classes: int,
         model: keras.Model | None = None,
+        target: LatencyTarget = KERAS_TARGET,
     ) -> float:
-        """`spec`'s latency: from the cache, else measured (on `model`, or a build) and kept."""
-        key = self.key(spec, input_shape, classes)
+        """`spec`'s latency on `target`: from the cache, else measured (on `model`, or a
+        build with random weights; converted first for a tflite target) and kept."""
+        key = self.key(spec, input_shape, classes, target)
         cached = self.get(key)
         if cached is not None:
             return cached
         if model is None:
             model = build_resnet(spec, input_shape=input_shape, classes=classes)
-        value = measure_latency(model)
-        self.put(key, value, spec)
+        value = target.measure(model)
+        self.put(key, value, spec, target)
         return value

@@ -23,7 +23,6 @@ from keras_resnet.data import DatasetSplits
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
 from keras_resnet.tuning.hypermodel import METRICS, HyperResNet
-from keras_resnet.tuning.latency import latency_runtime
 from keras_resnet.tuning.run_dir import (
     BEST_MODEL,
     BEST_SPEC,
@@ -163,7 +162,12 @@ def plot_pareto(
     axes = fig.subplots(1, 2)
     for ax, cost, label, budget in (
         (axes[0], "params", "parameters", hm.max_params),
-        (axes[1], "latency_ms", f"batch-1 latency (ms)\n{latency_runtime()}", hm.max_latency_ms),
+        (
+            axes[1],
+            "latency_ms",
+            f"batch-1 latency (ms)\n{hm.latency_target.runtime()}",
+            hm.max_latency_ms,
+        ),
     ):
         points = [r for r in trained if r.get(cost) is not None]
         xs = [r[cost] for r in points]
@@ -344,7 +348,9 @@ def write_results(
         "objective": hm.objective,
         "max_params": hm.max_params,
         "max_latency_ms": hm.max_latency_ms,
-        "latency_runtime": latency_runtime(),
+        "latency_target": hm.latency_target.name,
+        "latency_threads": hm.latency_target.num_threads,
+        "latency_runtime": hm.latency_target.runtime(),
         "dataset": splits.to_dict(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "fingerprint": record["fingerprint"],

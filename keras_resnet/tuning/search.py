@@ -30,13 +30,18 @@ from keras_resnet._checks import (
     received,
 )
 from keras_resnet._io import locked_run_dir, write_json
-from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
+from keras_resnet.constants import (
+    DEFAULT_LATENCY_TARGET,
+    DEFAULT_ORACLE_TIMEOUT,
+    OBJECTIVES,
+    TUNERS,
+)
 from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.tuning.budgets import check_budgets_reachable
 from keras_resnet.tuning.distributed import check_distributed, tuner_environment, wait_for_chief
 from keras_resnet.tuning.hypermodel import HyperResNet
-from keras_resnet.tuning.latency import latency_runtime
+from keras_resnet.tuning.latency import LatencyTarget
 from keras_resnet.tuning.results import trial_rows, write_results, write_trials_csv
 from keras_resnet.tuning.run_dir import (
     LATENCY_CACHE,
@@ -65,8 +70,16 @@ class SearchConfig:
             Hyperband trial reaches.
         hyperband_factor: Hyperband's reduction factor.
         max_params: parameter budget.
-        max_latency_ms: batch-1 latency budget in ms on this machine (see
-            `latency_runtime`); every trial's latency is measured and recorded.
+        max_latency_ms: batch-1 latency budget in ms on `latency_target`, on
+            this machine; every trial's latency is measured and recorded.
+        latency_target: what latency is measured on (budget, trials.csv,
+            summary): `"keras"` (default: a `tf.function` on TensorFlow's
+            runtime, as before targets existed) or `"tflite-fp32"`,
+            `"tflite-fp16"`, `"tflite-int8"`: the candidate with random
+            weights converted by `keras_resnet.export.convert_tflite` (int8
+            calibrated on random images) and timed batch 1 in LiteRT.
+        latency_threads: LiteRT's interpreter threads for a tflite target
+            (default: every core, as the export times its files).
         space: a `SearchSpace` (default `SearchSpace()`).
         image_size, channels, label_mode, data_dir, download, augment: how the
             dataset is read, checked as one `keras_resnet.data.DataOptions`
@@ -115,6 +128,8 @@ class SearchConfig:
     hyperband_factor: int = 3
     max_params: int | None = None
     max_latency_ms: float | None = None
+    latency_target: str = DEFAULT_LATENCY_TARGET
+    latency_threads: int | None = None
     space: SearchSpace | None = None
     image_size: int | None = None
     channels: int | None = None
@@ -146,6 +161,7 @@ class SearchConfig:
             )
         check_positive_int("max_params", self.max_params, allow_none=True)
         check_positive_number("max_latency_ms", self.max_latency_ms, allow_none=True)
+        LatencyTarget(self.latency_target, self.latency_threads)  # checks both
         check_positive_number("max_search_seconds", self.max_search_seconds, allow_none=True)
         check_positive_number("oracle_timeout", self.oracle_timeout)
         check_positive_int("image_size", self.image_size, allow_none=True)  # square images
@@ -310,13 +326,25 @@ def _prepare(
         objective=config.objective,
         max_params=config.max_params,
         max_latency_ms=config.max_latency_ms,
+        latency_target=config.latency_target,
+        latency_threads=config.latency_threads,
         label_mode=splits.label_mode,
     )
     return splits, hypermodel
 
 
 def _record(splits: DatasetSplits, hm: HyperResNet, config: SearchConfig) -> dict[str, Any]:
-    """tune.json: the fingerprint a rerun must match, and the versions that ran."""
+    """tune.json: the fingerprint a rerun must match, and the versions that ran.
+
+    A tflite target joins the fingerprint (with the threads asked for); the keras
+    target leaves it as it was before targets existed, so those runs still resume.
+    """
+    target = {}
+    if config.latency_target != DEFAULT_LATENCY_TARGET:
+        target = {
+            "latency_target": config.latency_target,
+            "latency_threads": config.latency_threads,
+        }
     return {
         "fingerprint": {
             "dataset": splits.name,
@@ -332,11 +360,12 @@ def _record(splits: DatasetSplits, hm: HyperResNet, config: SearchConfig) -> dic
             "max_latency_ms": config.max_latency_ms,
             "seed": config.seed,
             "augment": config.augment,
+            **target,
         },
         "keras_resnet": __version__,
         "keras_tuner": kt.__version__,
         "tensorflow": tf.__version__,
-        "latency_runtime": latency_runtime(),
+        "latency_runtime": hm.latency_target.runtime(),
     }
 
 
