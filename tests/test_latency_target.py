@@ -1,15 +1,28 @@
-"""The search's latency target: candidates converted to TFLite and timed in LiteRT, cached
-per (spec, target, threads, host), refused in one line when the target or threads are bad."""
+"""The search's latency target (candidates converted to TFLite and timed in LiteRT, cached
+per (spec, target, threads, host), bad targets and threads refused in one line), and the
+Pareto front over (objective, params, latency) with the explicit choice of the best."""
 
 import csv
 import json
+import math
+import random
 
 import keras_tuner as kt
 import pytest
 
 from keras_resnet import cli
-from keras_resnet.tuning import HyperResNet, LatencyCache, LatencyTarget, SearchSpace, search
+from keras_resnet.tuning import (
+    HyperResNet,
+    LatencyCache,
+    LatencyTarget,
+    SearchSpace,
+    non_dominated,
+    pareto_trials,
+    search,
+)
 from keras_resnet.tuning import latency as latency_module
+from keras_resnet.tuning.budgets import Budget
+from keras_resnet.tuning.results import rank_trials
 from tests.helpers import run_cli
 
 # Two candidates on 8x8 digits (width 0.5 or 1.0), everything else fixed.
@@ -108,6 +121,13 @@ def test_a_search_on_an_int8_target_records_it_and_resumes_without_converting(
     assert summary["latency_target"] == "tflite-int8" and summary["latency_threads"] == 1
     assert summary["latency_runtime"].startswith("LiteRT") and "int8" in summary["latency_runtime"]
     assert summary["fingerprint"]["latency_target"] == "tflite-int8"
+    # The front lists trial ids with their three values; the best is on it.
+    front = summary["pareto_front"]
+    assert front and all(set(p) == {"trial_id", "val_accuracy", "params", "latency_ms"}
+                         for p in front)  # fmt: skip
+    assert summary["best"]["trial_id"] in {p["trial_id"] for p in front}
+    assert "ties go to the lower latency_ms" in summary["best_rule"]
+    assert (run / "pareto.png").read_bytes().startswith(b"\x89PNG")
 
     # A rerun (a resume of a finished search) converts nothing again.
     again = search("digits", output_dir=run, image_size=8, verbose=0, **INT8, **kwargs)
@@ -171,3 +191,88 @@ def test_cli_target_and_threads_reach_the_search(monkeypatch, tmp_path):
     seen.clear()
     assert cli.main(["tune", "--output", str(tmp_path / "r")]) == 0
     assert "latency_target" not in seen and "latency_threads" not in seen  # the library's default
+
+
+# --- the Pareto front and the best ------------------------------------------------
+
+
+def _dominates(a, b, objective):
+    """Brute force: `a` at least as good as `b` on all three and better on one."""
+    better = (lambda x, y: x >= y) if objective == "val_accuracy" else (lambda x, y: x <= y)
+    axes = [better(a[objective], b[objective]), a["params"] <= b["params"],
+            a["latency_ms"] <= b["latency_ms"]]  # fmt: skip
+    values = lambda r: (r[objective], r["params"], r["latency_ms"])  # noqa: E731
+    return all(axes) and values(a) != values(b)
+
+
+def _synthetic_trials(rng, objective):
+    """Trials drawn from few values (so ties abound), some unfinished, some without a
+    latency (None or NaN), and duplicates of earlier ones."""
+    rows = []
+    for i in range(rng.randint(0, 30)):
+        status = rng.choice(["completed"] * 5 + ["rejected", "failed", "diverged"])
+        rows.append({
+            "trial_id": f"{i:02d}",
+            "status": status,
+            objective: rng.choice([0.5, 0.8, 0.9, 1.0]) if status == "completed" else None,
+            "params": rng.choice([1_000, 2_000, 5_000]),
+            "latency_ms": rng.choice([0.1, 0.2, 0.3, 0.3, None, math.nan]),
+            "val_loss": rng.choice([0.1, 0.2]),
+        })  # fmt: skip
+    rows += [dict(r, trial_id=f"{r['trial_id']}-copy") for r in rows[: rng.randint(0, 3)]]
+    return rows
+
+
+@pytest.mark.parametrize("objective", ["val_accuracy", "val_loss"])
+def test_the_front_is_the_non_dominated_set_by_brute_force(objective):
+    rng = random.Random(19)
+    for _ in range(300):
+        rows = _synthetic_trials(rng, objective)
+        front = pareto_trials(rows, objective)
+        comparable = [
+            r for r in rows
+            if r["status"] == "completed" and r["latency_ms"] is not None
+            and not math.isnan(r["latency_ms"])
+        ]  # fmt: skip
+        expected = [
+            r for r in comparable if not any(_dominates(o, r, objective) for o in comparable)
+        ]
+        assert sorted(r["trial_id"] for r in front) == sorted(r["trial_id"] for r in expected)
+        # Best objective first; the best trial (when its latency is known) is on the front.
+        sign = 1 if objective == "val_accuracy" else -1
+        assert [sign * r[objective] for r in front] == sorted(
+            (sign * r[objective] for r in front), reverse=True
+        )
+        ranked = rank_trials(rows, objective)
+        if ranked and ranked[0] in comparable:
+            assert ranked[0] in front
+
+
+def test_duplicates_stay_on_the_front_and_unknown_latencies_are_left_out():
+    senses = ("max", "min", "min")
+    points = [(0.9, 10, 2.0), (0.9, 10, 2.0), (0.9, 12, 1.0), (0.8, 12, 2.0), (1.0, 50, None),
+              (1.0, 50, math.nan), (0.9, 10, 2.5)]  # fmt: skip
+    assert non_dominated(points, senses) == [0, 1, 2]
+    assert non_dominated([], senses) == []
+
+
+def test_the_best_is_the_highest_accuracy_within_the_budgets_ties_to_lower_latency():
+    budget = Budget("val_accuracy", 10, max_params=1_000, max_latency_ms=0.25)
+    rows = [
+        dict(trial_id="A", val_accuracy=1.0, params=100, latency_ms=0.30),  # over latency
+        dict(trial_id="B", val_accuracy=1.0, params=500, latency_ms=0.20, val_loss=0.01),
+        dict(trial_id="C", val_accuracy=1.0, params=200, latency_ms=0.22, val_loss=0.001),
+        dict(trial_id="D", val_accuracy=0.9, params=100, latency_ms=0.05),
+        dict(trial_id="E", val_accuracy=1.0, params=2_000, latency_ms=0.10),  # over params
+        dict(trial_id="F", val_accuracy=1.0, params=400, latency_ms=0.20, val_loss=0.5),
+    ]
+    rows = [dict(r, status="completed") for r in rows]
+    # B and F tie on accuracy and latency: fewer params decides; C is slower.
+    assert [r["trial_id"] for r in rank_trials(rows, "val_accuracy", budget)] == [
+        "F",
+        "B",
+        "C",
+        "D",
+    ]
+    front = {r["trial_id"] for r in pareto_trials(rows, "val_accuracy")}
+    assert front == {"A", "C", "D", "E", "F"}  # B: F has as much accuracy, as fast, fewer params

@@ -22,7 +22,8 @@ One concern a module:
   server, the worker's client with deadlines, tuner-id checks).
 - `search`: `search` and `SearchConfig`; `run_dir`: the run directory's files,
   locks and fingerprint check; `results`: what a finished search writes,
-  `pareto_front`.
+  `pareto_front` (two axes, for the plot), `non_dominated` and `pareto_trials`
+  (the front over objective, params and latency), `BEST_RULE`.
 - `_kt_internals`: every keras-tuner internal the package relies on, and why.
 
 See docs/tuning.md.
@@ -46,12 +47,13 @@ from keras_resnet.tuning.latency import (
     measure_latency,
     measure_tflite_latency,
 )
-from keras_resnet.tuning.results import pareto_front
+from keras_resnet.tuning.results import BEST_RULE, non_dominated, pareto_front, pareto_trials
 from keras_resnet.tuning.search import SearchConfig, search
 from keras_resnet.tuning.space import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAYS, SearchSpace
 from keras_resnet.tuning.tuners import make_tuner
 
 __all__ = [
+    "BEST_RULE",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_LEARNING_RATES",
     "DEFAULT_OPTIMIZERS",
@@ -71,6 +73,8 @@ __all__ = [
     "make_tuner",
     "measure_latency",
     "measure_tflite_latency",
+    "non_dominated",
     "pareto_front",
+    "pareto_trials",
     "search",
 ]

@@ -1,5 +1,6 @@
-"""What a finished search writes: trials.csv, the Pareto front and its plot, the best
-model (its trial's weights, or retrained), summary.json and the top table."""
+"""What a finished search writes: trials.csv, the Pareto front over (objective, params,
+latency) and its plot, the best model (its trial's weights, or retrained), summary.json
+and the top table."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from keras_resnet.constants import OBJECTIVES
 from keras_resnet.data import DatasetSplits
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
+from keras_resnet.tuning.budgets import Budget
 from keras_resnet.tuning.hypermodel import METRICS, HyperResNet
 from keras_resnet.tuning.run_dir import (
     BEST_MODEL,
@@ -106,19 +108,43 @@ def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
     write_text_atomic(path, text.getvalue())
 
 
-def rank_trials(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
-    """Trained trials, best first; ties (a small validation split saturates) go to the
-    lower validation loss, then to fewer parameters."""
+BEST_RULE = (
+    "the best objective among trained trials within the budgets; ties go to the lower "
+    "latency_ms (on the latency target), then to fewer params, then to the lower val_loss"
+)
+"""How `rank_trials` (and so summary.json's `best`) chooses, as recorded in summary.json."""
+
+
+def rank_trials(
+    rows: list[dict[str, Any]], objective: str, budget: Budget | None = None
+) -> list[dict[str, Any]]:
+    """Trained trials within `budget`, best first, by `BEST_RULE`.
+
+    A small validation split saturates (many trials at 100%); among those the
+    faster one on the latency target is the better answer, as issue #19 asks.
+    """
     sign = -1.0 if OBJECTIVES[objective] == "max" else 1.0
-    done = [r for r in rows if r["status"] == "completed" and r.get(objective) is not None]
+    done = [
+        r
+        for r in rows
+        if r["status"] == "completed"
+        and r.get(objective) is not None
+        and (budget is None or budget.violation(r["params"], r.get("latency_ms")) is None)
+    ]
     return sorted(
         done,
         key=lambda r: (
             sign * r[objective],
-            r["val_loss"] if r.get("val_loss") is not None else math.inf,
+            _or_inf(r.get("latency_ms")),
             r["params"],
+            _or_inf(r.get("val_loss")),
         ),
     )
+
+
+def _or_inf(value: float | None) -> float:
+    """A missing or NaN value sorts last."""
+    return math.inf if value is None or math.isnan(value) else value
 
 
 # --- the Pareto front -----------------------------------------------------------------------
@@ -141,11 +167,81 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def non_dominated(points: Sequence[Sequence[float | None]], senses: Sequence[str]) -> list[int]:
+    """Indices of the points no other point dominates, in lexicographic order (best first).
+
+    `senses` says per axis whether `"max"` or `"min"` is better. A point dominates
+    another when it is at least as good on every axis and better on one; equal
+    points (duplicates) do not dominate each other, so all of them are kept. A
+    point with a missing or NaN value cannot be compared on every axis and is
+    left out.
+
+    Sorted lexicographically (best first), a point can only be dominated by one
+    before it, and then also by one already on the front, so each point is
+    checked against the front alone.
+
+    Example:
+
+    >>> non_dominated([(0.9, 10, 2.0), (0.9, 12, 1.0), (0.8, 12, 2.0)], ("max", "min", "min"))
+    [0, 1]
+    """
+    signs = [-1.0 if sense == "max" else 1.0 for sense in senses]
+    known = [i for i, p in enumerate(points) if all(v is not None and not math.isnan(v) for v in p)]
+    costs = {i: tuple(s * float(v) for s, v in zip(signs, points[i], strict=True)) for i in known}
+    front: list[int] = []
+    for i in sorted(known, key=lambda i: costs[i]):
+        if not any(_dominates(costs[j], costs[i]) for j in front):
+            front.append(i)
+    return front
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Costs `a` are nowhere worse than `b` and somewhere better (lower is better)."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def pareto_trials(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    """The trained trials no other trained trial beats on (objective, params, latency_ms).
+
+    The true front over the three, not a weighted sum: the objective at its
+    best (`OBJECTIVES`), fewest parameters, lowest latency on the search's
+    latency target. Trials without a latency (or a NaN one) are left out.
+    Best objective first.
+
+    Example:
+
+    >>> [r["trial_id"] for r in pareto_trials(rows, "val_accuracy")]  # doctest: +SKIP
+    ['07', '03', '12']
+    """
+    trained = [r for r in rows if r["status"] == "completed" and r.get(objective) is not None]
+    points = [(r[objective], r.get("params"), r.get("latency_ms")) for r in trained]
+    front = non_dominated(points, (OBJECTIVES[objective], "min", "min"))
+    return [trained[i] for i in front]
+
+
+def front_summary(front: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    """summary.json's `pareto_front`: each trial id with its three values."""
+    return [
+        {
+            "trial_id": r["trial_id"],
+            objective: r[objective],
+            "params": r["params"],
+            "latency_ms": r["latency_ms"],
+        }
+        for r in front
+    ]
+
+
 def plot_pareto(
-    rows: list[dict[str, Any]], hm: HyperResNet, best_id: str | None, path: Path
+    rows: list[dict[str, Any]],
+    hm: HyperResNet,
+    best_id: str | None,
+    path: Path,
+    front_ids: Sequence[str] = (),
 ) -> None:
-    """The objective against parameters and against latency: trained candidates, the
-    Pareto front, the best, rejected ones and the budgets."""
+    """The objective against parameters and against latency: trained candidates, each
+    panel's two-axis Pareto front, the trials on the three-axis front (`front_ids`,
+    ringed), the best, rejected ones and the budgets."""
     # A bare Figure, not pyplot: the caller's backend (a notebook's inline one) is left alone.
     from matplotlib import ticker
     from matplotlib.figure import Figure
@@ -182,6 +278,11 @@ def plot_pareto(
             markersize=6,
             label="Pareto front",
         )
+        ringed = [r for r in rows if r["trial_id"] in front_ids and r.get(cost) is not None]
+        if ringed:
+            ax.scatter([r[cost] for r in ringed], [r[objective] for r in ringed], s=110,
+                       facecolors="none", edgecolors="tab:red", linewidths=1.5,
+                       label="front of (objective, params, latency)")  # fmt: skip
         for r in points:
             if r["trial_id"] == best_id:
                 ax.scatter([r[cost]], [r[objective]], marker="*", s=250, color="gold",
@@ -309,13 +410,15 @@ def write_results(
     """
     rows = trial_rows(kt_tuner.oracle, hm)
     write_trials_csv(rows, run_dir / TRIALS_CSV)
-    ranked = rank_trials(rows, hm.objective)
+    ranked = rank_trials(rows, hm.objective, hm.budget)
     if not ranked:
         raise RuntimeError(
             f"No trial finished training ({len(rows)} trials); see {run_dir / TRIALS_CSV}."
         )
     best = ranked[0]
-    plot_pareto(rows, hm, best["trial_id"], run_dir / PARETO_PNG)
+    front = pareto_trials(rows, hm.objective)
+    front_ids = [r["trial_id"] for r in front]
+    plot_pareto(rows, hm, best["trial_id"], run_dir / PARETO_PNG, front_ids)
     write_json(run_dir / BEST_SPEC, best["spec"].to_dict())
     if config.retrain_epochs:
         retrain_best(best, splits, run_dir, dataset=dataset, config=config)
@@ -338,6 +441,13 @@ def write_results(
             "epochs": best["epochs"],
             "spec": spec.to_dict(),
             "training": train_hp,
+        },
+        "best_rule": BEST_RULE,
+        "pareto_front": front_summary(front, hm.objective),
+        "pareto_axes": {
+            hm.objective: OBJECTIVES[hm.objective],
+            "params": "min",
+            "latency_ms": "min",
         },
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
@@ -399,6 +509,8 @@ def _print_report(
         f"{objective} {best[objective]:.4f}, test accuracy {summary['test_accuracy']:.4f} "
         f"({summary['best_model']})"
     )
+    front = ", ".join(p["trial_id"] for p in summary["pareto_front"])
+    print(f"Pareto front ({objective}, params, latency_ms): trials {front}")
     print(
         f"trials: {summary['trials']}; results in {run_dir} ({TRIALS_CSV}, {PARETO_PNG}, "
         f"{BEST_SPEC}, {BEST_MODEL}, {SUMMARY})"
