@@ -269,7 +269,7 @@ def bottleneck_v2(x, filters: int, stride: int, cfg: BlockConfig, name: str):
 BlockFn = Callable[[keras.KerasTensor, int, int, BlockConfig, str], keras.KerasTensor]
 
 #: The one registry from a spec's (block, version) to its block function.
-BLOCKS: dict[tuple[str, str], BlockFn] = {
+BLOCK_FUNCTIONS: dict[tuple[str, str], BlockFn] = {
     ("basic", "v1"): basic_v1,
     ("basic", "v2"): basic_v2,
     ("bottleneck", "v1"): bottleneck_v1,
@@ -278,4 +278,4 @@ BLOCKS: dict[tuple[str, str], BlockFn] = {
 
 
 def get_block(spec: ResNetSpec) -> BlockFn:
-    return BLOCKS[(spec.block, spec.version)]
+    return BLOCK_FUNCTIONS[(spec.block, spec.version)]
