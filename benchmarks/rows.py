@@ -172,8 +172,72 @@ class Row:
             )
 
 
+def folded_net(name: str, *, dtype_policy: str | None = None) -> Net:
+    """`keras_resnet.fold_batchnorm(keras_resnet.<name>(weights=None))`: the inference form."""
+    plain = keras_resnet_net(name, dtype_policy=dtype_policy)
+
+    def build(shape: Shape):
+        from keras_resnet import fold_batchnorm
+
+        return fold_batchnorm(plain.build(shape))
+
+    return Net(f"fold_batchnorm({plain.what})", build)
+
+
+def _cpu_has(*flags: str) -> bool:
+    from keras_resnet.precision import cpu_flags
+
+    return bool(set(flags) & cpu_flags())
+
+
+#: bfloat16 rows run only where the CPU computes in bfloat16 (AVX-512 BF16 or AMX);
+#: elsewhere they would measure an emulation nobody should use.
+BF16_CPU = _cpu_has("avx512_bf16", "amx_bf16")
+
+
+def _int8_isa() -> str:
+    """The CPU's int8 dot-product instructions (x86 VNNI, AMX, ARM dotprod), named."""
+    from keras_resnet.precision import cpu_flags
+
+    found = sorted({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"} & cpu_flags())
+    return ", ".join(found) if found else "no int8 dot-product instructions: not expected faster"
+
+
 # The rows `make bench` times, in report order.
 ROWS: tuple[Row, ...] = (
+    # #17: the inference form, bfloat16 and int8 (targets from the issue).
+    Row(
+        "forward fold_batchnorm(ResNet50) vs keras.applications ResNet50, batch 32",
+        candidate=forward(folded_net("ResNet50"), 32),
+        reference=forward(applications_net("ResNet50"), 32),
+        target=1.12,
+    ),
+    *(
+        (
+            Row(
+                "forward fold_batchnorm(ResNet50) mixed_bfloat16 vs keras.applications "
+                "ResNet50, batch 32",
+                candidate=forward(folded_net("ResNet50", dtype_policy="mixed_bfloat16"), 32),
+                reference=forward(applications_net("ResNet50"), 32),
+                target=1.40,
+            ),
+            Row(
+                "train step ResNet50 mixed_bfloat16 vs float32, batch 16",
+                candidate=train_step(
+                    keras_resnet_net("ResNet50", dtype_policy="mixed_bfloat16"), 16
+                ),
+                reference=train_step(keras_resnet_net("ResNet50"), 16),
+                target=1.30,
+            ),
+        )
+        if BF16_CPU
+        else ()
+    ),
+    Row(
+        f"TFLite ResNet50 int8 vs fp32, batch 1 (int8 instructions: {_int8_isa()})",
+        candidate=tflite(keras_resnet_net("ResNet50"), "int8"),
+        reference=tflite(keras_resnet_net("ResNet50"), "fp32"),
+    ),
     # What each family variant costs against the network users compare with (no target:
     # ResNet-D and SE add work; the ratio says how much).
     *(
