@@ -235,6 +235,13 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, help=f"default {constants.DEFAULT_WEIGHT_DECAY}")
     p.add_argument("--label-smoothing", type=float, help="default 0")
     p.add_argument("--mixed-precision", help=_choices(constants.MIXED_PRECISION))
+    p.add_argument(
+        "--strategy",
+        choices=constants.STRATEGIES,
+        help="auto (default): MirroredStrategy over several GPUs, else one device; "
+        "multiworker: one worker of a MultiWorkerMirroredStrategy cluster read from TF_CONFIG "
+        "(run the same command on every machine; see docs/distributed.md)",
+    )
     p.set_defaults(func=_cmd_train)
 
 
@@ -242,7 +249,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from keras_resnet.training import train
 
     spec = _spec_from_args(args, default=constants.DEMO_MODEL)
-    train(spec, args.dataset, output_dir=args.output, **_given(args, TRAIN_KEYS))
+    if getattr(args, "strategy", "auto") != "multiworker":
+        train(spec, args.dataset, output_dir=args.output, **_given(args, TRAIN_KEYS))
+        return 0
+    return _train_multiworker(spec, args)
+
+
+def _train_multiworker(spec, args: argparse.Namespace) -> int:
+    """One worker of a MultiWorkerMirroredStrategy cluster: TF_CONFIG checked, then train.
+
+    A worker that stops (killed, preempted) stops the others: each exits with one line,
+    and rerunning the same command on every worker resumes.
+    """
+    import tensorflow as tf
+
+    from keras_resnet.training import multiworker, train
+    from keras_resnet.training.cluster import read_tf_config
+
+    task = read_tf_config()  # before TensorFlow starts its server
+    print(f"keras-resnet train: {task.describe()}", flush=True)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        train(spec, args.dataset, output_dir=args.output, strategy=strategy,
+              **_given(args, TRAIN_KEYS))  # fmt: skip
+    except multiworker.TrainingPreemptedError as e:
+        print(f"keras-resnet train: {e}", file=sys.stderr)
+        return multiworker.PREEMPTED_EXIT_CODE
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        print(
+            f"keras-resnet train: another worker stopped ({type(e).__name__}); rerun the same "
+            "command on every worker to resume from the last finished epoch",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

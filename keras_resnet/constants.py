@@ -19,6 +19,10 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adam": 0.0, "adamw": 0.05}
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_WARMUP_EPOCHS = 1
+STRATEGIES = ("auto", "multiworker")
+"""`keras-resnet train --strategy`: auto is `default_strategy()` (MirroredStrategy over several
+GPUs, else one device) with `model.fit`; multiworker is MultiWorkerMirroredStrategy over the
+cluster in TF_CONFIG, trained by the custom loop (docs/distributed.md)."""
 
 # The demo (`make demo`): 16x16 digits reach 98%+ in a few minutes on 2 cores (32x32 costs
 # 4x the time for the same accuracy).

@@ -88,23 +88,6 @@ def default_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def refuse_multi_worker(strategy: tf.distribute.Strategy) -> None:
-    """model.fit fails under MultiWorkerMirroredStrategy with 2+ workers in Keras 3.15.
-
-    See docs/distributed.md: refuse up front instead of failing inside fit.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
-    workers = sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
-    if workers > 1:
-        raise ValueError(
-            "`strategy` is a MultiWorkerMirroredStrategy over several workers, which "
-            "Keras 3's model.fit does not support (see docs/distributed.md for the working "
-            f"custom-loop route). Received: strategy with {workers} workers"
-        )
-
-
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """The optimizer with its learning-rate schedule (Keras' own schedules)."""
     total = max(1, config.epochs * steps_per_epoch)
@@ -176,6 +159,30 @@ def build_model(spec, model, splits: DatasetSplits, config: TrainConfig) -> kera
         return net
     probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(net.output)
     return keras.Model(net.input, probs, name=net.name)
+
+
+def compile_model(
+    spec, built_model, splits: DatasetSplits, config: TrainConfig, strategy, dtype_policy
+) -> keras.Model:
+    """The model (built from `spec` unless given) compiled as `train` trains it, in `strategy`.
+
+    `dtype_policy` (None: float32) holds while the model is built, then the previous one is
+    put back.
+    """
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy or "float32")
+    try:
+        with strategy.scope():
+            net = build_model(spec, built_model, splits, config)
+            steps = count_steps_per_epoch(splits, config.batch_size)
+            net.compile(
+                optimizer=make_optimizer(config, steps),
+                loss=make_loss(splits.label_mode, config.label_smoothing),
+                metrics=["accuracy"],
+            )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return net
 
 
 def count_steps_per_epoch(splits: DatasetSplits, batch_size: int) -> int:

@@ -21,6 +21,7 @@ from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.errors import TrainingDivergedError
 from keras_resnet.precision import explain_mixed_precision
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
+from keras_resnet.training import multiworker
 from keras_resnet.training.callbacks import (
     AtomicCheckpoint,
     Backup,
@@ -30,12 +31,8 @@ from keras_resnet.training.callbacks import (
 )
 from keras_resnet.training.config import (
     TrainConfig,
-    build_model,
-    count_steps_per_epoch,
+    compile_model,
     default_strategy,
-    make_loss,
-    make_optimizer,
-    refuse_multi_worker,
     to_one_hot,
 )
 from keras_resnet.training.run_dir import (
@@ -97,7 +94,12 @@ def train(
             resumes (or returns a finished run's metrics); another
             configuration there is refused.
         config: the hyperparameters (`TrainConfig`; default `TrainConfig()`).
-        strategy: a `tf.distribute.Strategy`; default `default_strategy()`.
+        strategy: a `tf.distribute.Strategy`; default `default_strategy()`. A
+            `MultiWorkerMirroredStrategy` trains through the custom loop of
+            `keras_resnet.training.multiworker` (Keras 3's `fit` cannot), every
+            worker calling `train` with the same arguments; only the chief
+            writes `output_dir` and returns the metrics, the other workers
+            return what they did. Any other strategy trains with `model.fit`.
         width: width multiplier applied to the spec.
         channels, label_mode, data_dir, download: how the dataset is read;
             with the config's `image_size` and `augment` they make the run's
@@ -149,7 +151,7 @@ def train(
     splits = _load(dataset, spec, built_model, config, data)
     # Checked before the run directory is created, so a refused run leaves no files.
     strategy = strategy or default_strategy()
-    refuse_multi_worker(strategy)
+    task = multiworker.custom_loop_task(strategy)  # None: one machine, model.fit
     precision = _precision(config)
     run_dir = Path(output_dir)
     record = {
@@ -165,21 +167,32 @@ def train(
         "tensorflow": tf.__version__,
     }
     fingerprint = record["fingerprint"]
-    check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run")
-    with locked_run_dir(run_dir):
-        # Checked again under the lock: another process may have started this run meanwhile.
-        previous = check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run") or {}
-        finished = finished_metrics(run_dir)
-        if finished is not None:
-            print(f"{run_dir} is a finished run; nothing to do.")
-            return finished
-        if previous.get("status") == "trained":
-            record = previous
-            print(f"{run_dir}: training finished earlier; evaluating its best.keras.")
-        else:
-            _write_json(run_dir / RUN_CONFIG, {**record, "status": "training"})
-            record = _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose)
-        metrics = _evaluate(splits, config, run_dir, record, spec, start)
+    if task is not None:
+        fingerprint["loop"] = "multi-worker"  # its checkpoints are not fit's backup
+        if not task.is_chief:
+            policy = record["precision"]["dtype_policy"]
+            return multiworker.run_worker(
+                spec, built_model, splits, config, strategy, task, run_dir, policy, verbose
+            )
+    # The other workers wait for the chief's word: train, or stop (finished or refused).
+    with multiworker.Plan(strategy, task) as plan:
+        check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run")
+        with locked_run_dir(run_dir):
+            # Checked again under the lock: another process may have started this run meanwhile.
+            previous = check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run") or {}
+            finished = finished_metrics(run_dir)
+            if finished is not None:
+                print(f"{run_dir} is a finished run; nothing to do.")
+                return finished
+            if previous.get("status") == "trained":
+                record = previous
+                print(f"{run_dir}: training finished earlier; evaluating its best.keras.")
+            else:
+                _write_json(run_dir / RUN_CONFIG, {**record, "status": "training"})
+                record = _fit(
+                    spec, built_model, splits, config, strategy, run_dir, record, verbose, plan
+                )
+            metrics = _evaluate(splits, config, run_dir, record, spec, start)
     print_summary(metrics, run_dir)
     return metrics
 
@@ -229,26 +242,24 @@ def _load(dataset, spec, built_model, config: TrainConfig, data: DataOptions) ->
     return splits
 
 
-def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose) -> dict:
-    """Trains (resuming from the backup), then records in run.json that training finished."""
+def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose, plan) -> dict:
+    """Trains (resuming from the backup), then records in run.json that training finished.
+
+    With `model.fit`, or with the multi-worker loop when `plan` is for several workers.
+    """
     backup_dir = run_dir / "backup"
-    repair_backup(backup_dir)
-    resumed_from = resume_epoch(backup_dir)
+    task = plan.task
+    if task is None:
+        repair_backup(backup_dir)
+        resumed_from = resume_epoch(backup_dir)
+    else:
+        resumed_from = multiworker.resume_epoch(backup_dir / multiworker.CHECKPOINTS)
+        plan.send(multiworker.TRAIN)  # the other workers build the model along with us
+        keras.utils.set_random_seed(config.seed)  # the chief's initial weights go to all
     discarded = discard_corrupt_checkpoints(run_dir, trained=False)
 
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(record["precision"]["dtype_policy"])
-    try:
-        with strategy.scope():
-            net = build_model(spec, built_model, splits, config)
-            steps = count_steps_per_epoch(splits, config.batch_size)
-            net.compile(
-                optimizer=make_optimizer(config, steps),
-                loss=make_loss(splits.label_mode, config.label_smoothing),
-                metrics=["accuracy"],
-            )
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    policy = record["precision"]["dtype_policy"]
+    net = compile_model(spec, built_model, splits, config, strategy, policy)
 
     history_rows = read_history(run_dir / HISTORY)
     best_so_far = min((r.get("val_loss", math.inf) for r in history_rows), default=None)
@@ -272,20 +283,25 @@ def _fit(spec, built_model, splits, config, strategy, run_dir, record, verbose) 
         AtomicCheckpoint(run_dir / LAST, divergence),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         throughput,
-        # Last, so the backup of an epoch is written after everything else of it.
-        Backup(backup_dir, divergence),
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    keras.utils.set_random_seed(config.seed)
-    net.fit(
-        splits.train,
-        validation_data=splits.validation,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
-    )
+    if task is None:
+        # Last, so the backup of an epoch is written after everything else of it.
+        callbacks.append(Backup(backup_dir, divergence))
+        keras.utils.set_random_seed(config.seed)
+        net.fit(
+            splits.train,
+            validation_data=splits.validation,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
+        )
+    else:
+        multiworker.fit_with_custom_loop(
+            net, splits, config, strategy, task, callbacks, backup_dir, verbose
+        )
     if divergence.epoch is not None:
         raise TrainingDivergedError(
             f"training diverged in epoch {divergence.epoch + 1} ({divergence.reason}); "
