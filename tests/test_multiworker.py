@@ -43,26 +43,31 @@ from tests.helpers import run_cli, run_until
 pytestmark = pytest.mark.xdist_group("multiworker")
 
 EPOCHS = 3
-RECIPE = dict(epochs=EPOCHS, image_size=8, batch_size=64, warmup_epochs=0)
+# No augmentation: its random layers run in a parallel tf.data map and draw from one seed
+# state, so which batch gets which draw depends on thread timing; without it two runs of
+# the same seed see the same batches, and the comparisons below can be exact.
+RECIPE = dict(epochs=EPOCHS, image_size=8, batch_size=64, warmup_epochs=0, augment=False)
 FLAGS = [
     "--model", "resnet20", "--width", "0.25", "--dataset", "digits", "--image-size", "8",
-    "--batch-size", "64", "--warmup-epochs", "0", "--epochs", str(EPOCHS),
+    "--batch-size", "64", "--warmup-epochs", "0", "--epochs", str(EPOCHS), "--no-augment",
 ]  # fmt: skip
 SPEC = dataclasses.replace(get_spec("resnet20"), width=0.25)
 PHASE_TIMEOUT = 420  # seconds for each phase of the job on two busy cores
-SEEDS = (0, 1, 2)
+# Seed 2 also takes mixed_float16 (the LossScaleOptimizer fit compiles) and label
+# smoothing (one-hot targets), whose first epoch agrees to float16's rounding.
+SEEDS = {0: {}, 1: {}, 2: dict(mixed_precision="mixed_float16", label_smoothing=0.1)}
 # The custom loop and fit share the first epoch to float rounding; after it Keras'
 # EpochIterator makes a spare iterator at each epoch's end, so fit's epoch k reads the
-# pipeline's (2k-1)-th shuffle and the loop the k-th, and the runs part as two seeds would
-# (measured over seeds 0-2 after 3 epochs: 0.86-0.92 test accuracy either way).
-FIRST_EPOCH_RTOL = 1e-4
-LOOP_VS_FIT = 0.08
+# pipeline's (2k-1)-th shuffle and the loop the k-th, and the runs part as two seeds would:
+# measured 0.947-0.972 test accuracy, at most 0.008 apart on a seed.
+FIRST_EPOCH_RTOL = {0: 1e-4, 1: 1e-4, 2: 1e-3}
+LOOP_VS_FIT = 0.04
 # Two workers and one process with two replicas do the same sums in the same order.
 SAME_ARITHMETIC_RTOL = 1e-6
 # After the kill the rerun's pipeline starts its shuffle over (fit's resume does the same),
-# so the job's last epochs see other batches than the uninterrupted reference: noise of a
-# reshuffle, measured 0.86-0.94 for either.
-KILLED_VS_UNINTERRUPTED = 0.08
+# so the job's last epochs see other batches than the uninterrupted reference: the noise
+# of a reshuffle (measured 0.953 against 0.947).
+KILLED_VS_UNINTERRUPTED = 0.04
 
 
 # --- the two-worker job, in the background ----------------------------------------------------
@@ -218,7 +223,7 @@ def _keras_digest(path: Path) -> str:
 # --- single-process runs, in this process -----------------------------------------------------
 
 
-def _train_here(tmp: Path, loop: str, seed: int) -> tuple[dict, list[dict]]:
+def _train_here(tmp: Path, loop: str, seed: int, **overrides) -> tuple[dict, list[dict], Path]:
     """One run of the recipe in this process: `fit`, or the custom loop on one replica."""
     with pytest.MonkeyPatch.context() as patch:
         if loop == "custom":
@@ -227,8 +232,9 @@ def _train_here(tmp: Path, loop: str, seed: int) -> tuple[dict, list[dict]]:
         keras.utils.set_random_seed(seed)  # the initial weights, for fit (the loop sets it too)
         tf.random.set_seed(None)  # the pipeline's shuffle seeds as in a fresh process
         run = tmp / f"{loop}-{seed}"
-        metrics = train(SPEC, "digits", output_dir=run, seed=seed, verbose=0, **RECIPE)
-    return metrics, _history(run)
+        hyperparameters = {**RECIPE, "seed": seed, **overrides}
+        metrics = train(SPEC, "digits", output_dir=run, verbose=0, **hyperparameters)
+    return metrics, _history(run), run
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +242,9 @@ def local_runs(job, tmp_path_factory):
     """fit and the custom loop on one machine, seeds 0, 1, 2 (while the job runs)."""
     tmp = tmp_path_factory.mktemp("local")
     return {
-        (loop, seed): _train_here(tmp, loop, seed) for seed in SEEDS for loop in ("custom", "fit")
+        (loop, seed): _train_here(tmp, loop, seed, **options)
+        for seed, options in SEEDS.items()
+        for loop in ("custom", "fit")
     }
 
 
@@ -244,15 +252,20 @@ def local_runs(job, tmp_path_factory):
 def test_the_custom_loop_on_one_machine_trains_as_fit_does(local_runs):
     """Same seed, same recipe: the first epoch equal to rounding, test accuracy within noise."""
     for seed in SEEDS:
-        (custom, custom_rows), (fit, fit_rows) = local_runs["custom", seed], local_runs["fit", seed]
+        custom, custom_rows, _ = local_runs["custom", seed]
+        fit, fit_rows, _ = local_runs["fit", seed]
         assert len(custom_rows) == len(fit_rows) == EPOCHS
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert float(custom_rows[0][key]) == pytest.approx(
-                float(fit_rows[0][key]), rel=FIRST_EPOCH_RTOL
+                float(fit_rows[0][key]), rel=FIRST_EPOCH_RTOL[seed]
             ), (seed, key)
         assert abs(custom["test_accuracy"] - fit["test_accuracy"]) <= LOOP_VS_FIT, seed
-        assert custom["test_accuracy"] > 0.7 and fit["test_accuracy"] > 0.7, seed
+        assert custom["test_accuracy"] > 0.9 and fit["test_accuracy"] > 0.9, seed
         assert custom["params"] == fit["params"] == SPEC.count_params(channels=1, classes=10)
+        assert custom["dtype_policy"] == fit["dtype_policy"]
+    model = keras.saving.load_model(local_runs["custom", 2][2] / "best.keras")
+    assert model.get_layer("conv1_conv").dtype_policy.name == "mixed_float16"
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
 
 
 # --- the two-worker job -----------------------------------------------------------------------
@@ -333,7 +346,7 @@ def test_two_workers_reach_the_accuracy_of_one_process(job):
         two["test_accuracy"],
         one["test_accuracy"],
     )
-    assert two["test_accuracy"] > 0.8
+    assert two["test_accuracy"] > 0.9
 
 
 # --- TF_CONFIG ---------------------------------------------------------------------------------

@@ -220,8 +220,8 @@ def _skip_together(ctx: tf.distribute.ReplicaContext, grads: list) -> list:
     lower the scale alike.
     """
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-    all_finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32))
-    poison = tf.where(all_finite > 0, 0.0, np.nan)
+    not_finite = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    poison = tf.where(not_finite > 0, np.nan, 0.0)
     return [g + tf.cast(poison, g.dtype) for g in grads]
 
 
