@@ -314,7 +314,10 @@ def check_fingerprint(
         raise ValueError(f"`output_dir` is a file, not a directory. {received}")
     config_path = run_dir / config_name
     if not config_path.exists():
-        if run_dir.is_dir() and any(contents(run_dir)):
+        # Another process of the same run (a tuner's chief or worker) may be writing it: its
+        # temporary `.{config_name}.*` (see temp_path_for) is not someone else's file.
+        in_flight = f".{config_name}."
+        if run_dir.is_dir() and any(not p.name.startswith(in_flight) for p in contents(run_dir)):
             raise ValueError(
                 f"`output_dir` exists and is not a keras_resnet {kind} directory. {received}"
             )

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 # The slowest files first (measured: each takes minutes), so that with two workers
 # (`-n 2 --dist loadfile`) no long file starts last and leaves one core idle.
 SLOWEST_FIRST = (
+    "test_multiworker.py",
     "test_tuning.py",
     "test_notebooks.py",
     "test_bench.py",

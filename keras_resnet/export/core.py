@@ -253,14 +253,6 @@ def _describe(job: _Job, name: str, spec: Any, source: str | None) -> dict[str, 
     }
 
 
-def _mixed_policy(model: keras.Model) -> str | None:
-    """The name of the first 16-bit dtype policy among the model's layers, if any."""
-    for layer in model.layers:
-        if layer.dtype_policy.compute_dtype in ("float16", "bfloat16"):
-            return layer.dtype_policy.name
-    return None
-
-
 def _served(model: keras.Model, options: ExportOptions) -> tuple[keras.Model, dict[str, Any]]:
     """The model the `.keras` file and the SavedModel hold, and the manifest's `fold` entry."""
     formats = [f for f in options.formats if f in _FOLDED_FORMATS]
@@ -271,9 +263,6 @@ def _served(model: keras.Model, options: ExportOptions) -> tuple[keras.Model, di
         reason = "no format written from the Keras graph"
     elif not is_functional(model):
         reason = f"not a functional keras.Model ({type(model).__name__})"
-    elif _mixed_policy(model):
-        # Folded kernels round differently in 16 bits: ~1e-3 from the model, past 1e-5.
-        reason = f"a mixed-precision model ({_mixed_policy(model)})"
     if reason is not None:
         return model, {"applied": False, "reason": reason}
     served = fold_batchnorm(model)

@@ -113,10 +113,10 @@ class ExportOptions:
             files converted from it) from `keras_resnet.fold.fold_batchnorm(model)`,
             the inference form with BatchNormalization folded into the convs;
             every artifact is still verified against the unfolded model.
-            False keeps the training graph. A model that is not functional,
-            or one with a mixed-precision (16-bit) policy, whose folded
-            kernels would round differently, is exported unfolded (the
-            manifest's `fold` says why).
+            False keeps the training graph. A model that is not functional
+            is exported unfolded (the manifest's `fold` says why); a
+            mixed-precision (16-bit) model is exported as its float32 copy,
+            folded there (the manifest's `input.trained_dtype_policy`).
         verbose: print a table of the artifacts at the end.
 
     Example:
