@@ -93,6 +93,28 @@ def test_cpu_flags_reads_cpuinfo(tmp_path, monkeypatch):
     assert precision.cpu_flags() == frozenset()
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (("avx2", "avx512f", "avx512_vnni", "avx512_bf16"), "tflite-int8"),
+        (("avx2", "avx_vnni"), "tflite-int8"),
+        (("amx_int8", "amx_tile"), "tflite-int8"),
+        (("fp", "asimd", "asimddp"), "tflite-int8"),  # ARM's dot product
+        (("avx2", "avx512f", "avx512_bf16"), "tflite-fp32"),
+        ((), "tflite-fp32"),
+    ],
+)
+def test_the_expected_fastest_tflite_form_follows_the_int8_dot_product_flags(
+    machine, flags, expected
+):
+    machine(flags)
+    target, reason = precision.expected_fastest_tflite()
+    assert target == expected
+    found = precision.int8_dot_product_flags()
+    assert found == sorted(set(flags) & set(precision.INT8_DOT_PRODUCT_FLAGS))
+    assert all(flag in reason for flag in found) and (found or "no int8" in reason)
+
+
 def _splits():
     return load_dataset("digits", image_size=8, batch_size=64, augment=False)
 
