@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Library keywords each command passes on when their flag is given.
 TRAIN_KEYS = (
     "epochs", "batch_size", "optimizer", "learning_rate", "schedule", "warmup_epochs",
-    "weight_decay", "label_smoothing", "mixed_precision", *DATA_KEYS,
+    "weight_decay", "label_smoothing", "mixed_precision", "init_weights", *DATA_KEYS,
 )  # fmt: skip
 EXPORT_KEYS = (
     "dataset", "data_dir", "formats", "overwrite", "calibration_samples", "verify_samples",
@@ -184,6 +184,11 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, help=f"default {constants.DEFAULT_WEIGHT_DECAY}")
     p.add_argument("--label-smoothing", type=float, help="default 0")
     p.add_argument("--mixed-precision", help=_choices(constants.MIXED_PRECISION))
+    p.add_argument(
+        "--init-weights",
+        help="start from a .weights.h5 of the spec (keras-resnet convert-weights): the "
+        "backbone by layer name, the classifier only if its classes are the dataset's",
+    )
     p.add_argument(
         "--strategy",
         choices=constants.STRATEGIES,

@@ -13,14 +13,20 @@ Nothing we did not write is deleted: a file already in the cache that fails its
 hash check (get_file would download over it, and delete it if that download
 failed) is first renamed to `<name>.bad-<its md5>` and kept; only a file this
 call downloaded is removed when it fails the check.
+
+`load_backbone_weights` starts a model from a weights file of its spec with
+another head: a converted torchvision/timm file (1000 classes) under a new
+10-class classifier, for fine-tuning (`train(..., init_weights=...)`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import warnings
+from typing import Any
 
 import keras
 
@@ -139,3 +145,135 @@ def imagenet_weights_path(spec: ResNetSpec, include_top: bool) -> str:
             "On an offline machine, copy the file into the Keras cache "
             f"(~/.keras/models/, or $KERAS_HOME/models/) and retry.{note}"
         ) from None
+
+
+# A layer's own variables in a `.weights.h5` (not those of its parts, e.g. a seed generator's).
+_LAYER_VARIABLE = re.compile(r"layers/[^/]+/vars/\d+")
+
+
+def _count_layer_variables(path: str, received: str) -> int:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            names: list[str] = []
+            f.visit(names.append)
+    except OSError as e:
+        raise ValueError(
+            f"Not a readable .weights.h5 file ({str(e).splitlines()[0]}). {received}"
+        ) from None
+    return sum(bool(_LAYER_VARIABLE.fullmatch(n)) for n in names)
+
+
+def _load_weights(model: keras.Model, path: str) -> None:
+    with warnings.catch_warnings():
+        # A failing load also warns about Keras' own bookkeeping attributes: noise here.
+        warnings.filterwarnings("ignore", "Skipping nested container", UserWarning)
+        model.load_weights(path)
+
+
+def _first_mismatch(message: str) -> str:
+    """The layer and both shapes from Keras' multi-line loading error, else its first line."""
+    layer = re.search(r"object <\w+ name=([^,>]+)", message)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", message)
+    if layer and shapes:
+        return f"layer {layer.group(1)!r} takes {shapes.group(1)}, the file has {shapes.group(2)}"
+    return message.strip().splitlines()[0]
+
+
+def read_backbone_weights(
+    path: str | os.PathLike,
+    spec: ResNetSpec | str,
+    input_shape: tuple[int, int, int],
+    classes: int,
+    *,
+    arg: str = "weights",
+) -> tuple[dict[str, list[Any]], bool]:
+    """The weights a `build_resnet(spec)` classifier's layers take from `path`, by layer name.
+
+    `path` is a `.weights.h5` of a `build_resnet(spec)` classifier of any number of
+    classes (`keras-resnet convert-weights` writes one) or without its head. Every
+    backbone layer must load from it exactly; the classifier (`predictions`) is included
+    only when it has `classes` outputs, so a 1000-class file starts a 10-class model with
+    a fresh head.
+
+    Returns:
+        `({layer name: its weights}, whether the classifier's are among them)`.
+
+    Raises:
+        ValueError: one line, when the file is missing, unreadable or not of this spec
+            and input channels (the first layer that does not load is named).
+    """
+    from keras_resnet.builder import build_resnet  # the builder imports this module
+
+    path = os.fspath(path)
+    received = f"Received: {arg}={path!r}"
+    if not path.endswith(".weights.h5"):
+        raise ValueError(
+            f"`{arg}` must be a Keras .weights.h5 file (keras-resnet convert-weights writes "
+            f"one). {received}"
+        )
+    if not os.path.isfile(path):
+        raise ValueError(f"No such weights file. {received}")
+    stored = _count_layer_variables(path, received)
+    backbone = build_resnet(spec, include_top=False, input_shape=input_shape)
+    expected = len(backbone.weights)
+    if stored not in (expected, expected + 2):
+        raise ValueError(
+            f"The weights file holds {stored} layer weights, where this spec's backbone has "
+            f"{expected} (and its classifier 2): it is not this architecture. {received}"
+        )
+    try:
+        _load_weights(backbone, path)
+    except ValueError as e:
+        raise ValueError(
+            f"The weights file does not fit this spec at input {tuple(input_shape)} "
+            f"({_first_mismatch(str(e))}). {received}"
+        ) from None
+    source, has_head = backbone, False
+    if stored == expected + 2:
+        full = build_resnet(spec, input_shape=input_shape, classes=classes)
+        try:
+            _load_weights(full, path)
+            source, has_head = full, True
+        except ValueError:  # another number of classes: the model keeps its new head
+            pass
+    return {layer.name: layer.get_weights() for layer in source.layers if layer.weights}, has_head
+
+
+def load_backbone_weights(
+    model: keras.Model, path: str | os.PathLike, spec: ResNetSpec | str, *, arg: str = "weights"
+) -> dict[str, Any]:
+    """Sets `model`'s ResNet layers from a `.weights.h5` of `spec`, by layer name.
+
+    For fine-tuning a converted file on a new dataset: `model` is a `build_resnet(spec,
+    classes=...)` classifier (other layers it has, such as a float32 softmax, are left
+    alone). The backbone is loaded exactly; the classifier only when its classes are the
+    file's, else it keeps its initialisation (`read_backbone_weights`).
+
+    Example:
+        >>> model = build_resnet("resnet18", input_shape=(32, 32, 3), classes=10)
+        >>> load_backbone_weights(model, "resnet18.weights.h5", "resnet18")
+        {'layers': 40, 'classifier': False}
+
+    Returns:
+        `{"layers": how many layers were set, "classifier": whether the head was}`.
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    if "predictions" not in layers:
+        raise ValueError(
+            "The model has no `predictions` classifier: build it with build_resnet(spec, "
+            f"classes=...). Received: model={model.name!r}"
+        )
+    values, has_head = read_backbone_weights(
+        path, spec, tuple(model.input_shape[1:]), layers["predictions"].units, arg=arg
+    )
+    missing = [name for name in values if name not in layers]
+    if missing:
+        raise ValueError(
+            f"The model has no layer {missing[0]!r}: build it from the same spec. "
+            f"Received: model={model.name!r}"
+        )
+    for name, weights in values.items():
+        layers[name].set_weights(weights)
+    return {"layers": len(values), "classifier": has_head}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from keras_resnet import build_resnet, load_torch_weights
+from keras_resnet import StageSpec, build_resnet, load_torch_weights
 from tests.fixtures.torch_state import (
     fixture_path,
     load_fixture,
@@ -131,3 +131,102 @@ def test_torch_preprocessing_is_imagenet_mean_and_std_on_unit_pixels():
     )
     with pytest.raises(ValueError, match="Received: mode='pytorch'"):
         keras_resnet.preprocess_input(x, mode="pytorch")
+
+
+def _tiny_weights_file(path, classes, channels=1, seed=123):
+    """A `.weights.h5` of the tiny spec's classifier, initialised from `seed`."""
+    import keras
+
+    from tests.helpers import tiny_spec
+
+    keras.utils.set_random_seed(seed)
+    model = build_resnet(tiny_spec(), input_shape=(8, 8, channels), classes=classes)
+    model.save_weights(path)
+    return model
+
+
+def test_a_weights_file_starts_a_model_with_a_new_head_by_layer_name(tmp_path):
+    from keras_resnet.weights import load_backbone_weights
+    from tests.helpers import tiny_spec
+
+    spec = tiny_spec()
+    thousand = _tiny_weights_file(tmp_path / "t1000.weights.h5", classes=1000)
+    ten = _tiny_weights_file(tmp_path / "t10.weights.h5", classes=10, seed=7)
+    for path, source, classifier in ((tmp_path / "t1000.weights.h5", thousand, False),
+                                     (tmp_path / "t10.weights.h5", ten, True)):  # fmt: skip
+        model = build_resnet(spec, input_shape=(8, 8, 1), classes=10)
+        fresh_head = [w.copy() for w in model.get_layer("predictions").get_weights()]
+        done = load_backbone_weights(model, path, spec)
+        assert done["classifier"] is classifier
+        for layer in source.layers:
+            if layer.weights and layer.name != "predictions":
+                for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(),
+                                strict=True):  # fmt: skip
+                    np.testing.assert_array_equal(a, b)
+        head = model.get_layer("predictions").get_weights()
+        expected = source.get_layer("predictions").get_weights() if classifier else fresh_head
+        assert all((a == b).all() for a, b in zip(head, expected, strict=True))
+    # Refusals: one line naming the file, nothing set.
+    _tiny_weights_file(tmp_path / "rgb.weights.h5", classes=10, channels=3)
+    wider = (StageSpec(16, 1, 1), StageSpec(16, 2, 2), StageSpec(16, 1, 2))  # same layers
+    other = build_resnet(tiny_spec(stages=wider, stem_filters=16), input_shape=(8, 8, 1))
+    other.save_weights(tmp_path / "other.weights.h5")
+    deeper = build_resnet(tiny_spec(stages=(StageSpec(8, 2, 1),)), input_shape=(8, 8, 1))
+    deeper.save_weights(tmp_path / "deeper.weights.h5")
+    (tmp_path / "bad.weights.h5").write_bytes(b"not hdf5")
+    for name, message in (
+        ("rgb.weights.h5", r"at input \(8, 8, 1\) \(layer 'conv1_conv' takes \(3, 3, 1, 8\)"),
+        (
+            "other.weights.h5",
+            r"layer 'conv1_conv' takes \(3, 3, 1, 8\), the file has \(3, 3, 1, 16\)",
+        ),
+        ("deeper.weights.h5", "not this architecture"),
+        ("bad.weights.h5", "Not a readable .weights.h5 file"),
+        ("missing.weights.h5", "No such weights file"),
+        ("t10.h5", "must be a Keras .weights.h5 file"),
+    ):
+        model = build_resnet(spec, input_shape=(8, 8, 1), classes=10)
+        before = [w.copy() for w in model.get_weights()]
+        with pytest.raises(ValueError, match=message) as raised:
+            load_backbone_weights(model, tmp_path / name, spec, arg="init_weights")
+        assert len(str(raised.value).splitlines()) == 1, raised.value
+        assert f"Received: init_weights='{tmp_path / name}'" in str(raised.value)
+        assert all((a == b).all() for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_train_init_weights_starts_the_run_from_the_file(tmp_path, capsys):
+    """`train(init_weights=...)` / `keras-resnet train --init-weights`: the model `train` builds
+    (for fit and the multi-worker loop alike) starts from the file, with a new 10-class head;
+    a file that does not fit is refused in one line before the run directory is made."""
+    import types
+
+    import keras
+
+    from keras_resnet.training import TrainConfig
+    from keras_resnet.training.config import build_model
+    from tests.helpers import run_cli, tiny_spec
+
+    source = _tiny_weights_file(tmp_path / "t1000.weights.h5", classes=1000)
+    splits = types.SimpleNamespace(image_shape=(8, 8, 1), num_classes=10)
+    config = TrainConfig(init_weights=tmp_path / "t1000.weights.h5")
+    assert config.init_weights == str(tmp_path / "t1000.weights.h5")  # JSON in run.json
+    net = build_model(tiny_spec(), None, splits, config)
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            np.testing.assert_array_equal(net.get_layer(layer.name).kernel, layer.kernel)
+    assert net.get_layer("predictions").units == 10
+
+    _tiny_weights_file(tmp_path / "rgb.weights.h5", classes=10, channels=3)
+    (tmp_path / "spec.json").write_text(tiny_spec().to_json())
+    argv = ["train", "--spec", str(tmp_path / "spec.json"), "--image-size", "8", "--epochs", "1"]
+    for name, message in (
+        ("rgb.weights.h5", "layer 'conv1_conv' takes (3, 3, 1, 8), the file has (3, 3, 3, 8)"),
+        ("missing.weights.h5", "No such weights file"),
+    ):
+        path = str(tmp_path / name)
+        code, _, err = run_cli(
+            capsys, *argv, "--output", str(tmp_path / "refused"), "--init-weights", path
+        )
+        assert code == 2 and message in err and f"init_weights='{path}'" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "refused").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import keras
@@ -28,6 +29,7 @@ from keras_resnet.constants import (
     SCHEDULES,
 )
 from keras_resnet.data import DatasetSplits
+from keras_resnet.weights import load_backbone_weights, read_backbone_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainConfig:
     image_size: int | None = None
     seed: int = 0
     augment: bool = True
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -69,6 +72,13 @@ class TrainConfig:
                     f"`{name}` must be a number in ({max(low, 0.0)}, {high}). "
                     f"{received(name, value)}"
                 )
+        if self.init_weights is not None:
+            if not isinstance(self.init_weights, (str, os.PathLike)):
+                raise ValueError(
+                    "`init_weights` must be the path of a .weights.h5 file. "
+                    f"{received('init_weights', self.init_weights)}"
+                )
+            object.__setattr__(self, "init_weights", os.fspath(self.init_weights))
 
     @property
     def lr(self) -> float:
@@ -155,10 +165,26 @@ def build_model(spec, model, splits: DatasetSplits, config: TrainConfig) -> kera
         classes=splits.num_classes,
         classifier_activation=None if mixed else "softmax",
     )
+    if config.init_weights:
+        load_backbone_weights(net, config.init_weights, spec, arg="init_weights")
     if not mixed:
         return net
     probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(net.output)
     return keras.Model(net.input, probs, name=net.name)
+
+
+def check_init_weights(spec, built_model, splits: DatasetSplits, config: TrainConfig) -> None:
+    """`init_weights` read once before the run directory is made: a wrong file writes nothing."""
+    if not config.init_weights:
+        return
+    if spec is None:
+        raise ValueError(
+            "`init_weights` starts a model built from a spec; load a built model's weights "
+            f"with model.load_weights. {received('init_weights', config.init_weights)}"
+        )
+    read_backbone_weights(
+        config.init_weights, spec, splits.image_shape, splits.num_classes, arg="init_weights"
+    )
 
 
 def compile_model(

@@ -31,6 +31,7 @@ from keras_resnet.training.callbacks import (
 )
 from keras_resnet.training.config import (
     TrainConfig,
+    check_init_weights,
     compile_model,
     default_strategy,
     to_one_hot,
@@ -120,7 +121,9 @@ def train(
             `keras_resnet.precision`; the output stays float32, and the policy
             used is printed and recorded in run.json and metrics.json as
             `dtype_policy`), `image_size` (default the spec's input size),
-            `seed`, `augment`.
+            `seed`, `augment`, `init_weights` (a `.weights.h5` of the spec, e.g. from
+            `keras-resnet convert-weights`: the backbone starts from it, by layer name, and
+            the classifier too when its classes are the dataset's; a built model is refused).
 
     Returns:
         The contents of `metrics.json`.
@@ -150,6 +153,7 @@ def train(
     spec, built_model = _resolve_model(model, width)
     splits = _load(dataset, spec, built_model, config, data)
     # Checked before the run directory is created, so a refused run leaves no files.
+    check_init_weights(spec, built_model, splits, config)
     strategy = strategy or default_strategy()
     task = multiworker.custom_loop_task(strategy)  # None: one machine, model.fit
     precision = _precision(config)
