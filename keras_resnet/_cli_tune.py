@@ -20,7 +20,8 @@ from keras_resnet._cli_common import (
 
 SEARCH_KEYS = (
     "tuner", "objective", "max_trials", "max_epochs", "hyperband_factor", "max_params",
-    "max_latency_ms", "latency_target", "latency_threads", "overwrite", "role", "oracle_address",
+    "max_latency_ms", "latency_target", "latency_threads", "latency_model", "overwrite", "role",
+    "oracle_address",
     "tuner_id", "allow_remote_oracle", "oracle_timeout", "retrain_epochs", "max_search_seconds",
     "max_consecutive_failed_trials",
     *DATA_KEYS,
@@ -95,6 +96,13 @@ def _add_tune(sub) -> None:
     )
     p.add_argument(
         "--latency-threads", type=int, metavar="N", help="LiteRT threads (default: every core)"
+    )
+    p.add_argument(
+        "--no-latency-model",
+        dest="latency_model",
+        action="store_false",
+        help="measure every candidate against --max-latency-ms (default: reject those the "
+        "latency model predicts clearly over it unconverted)",
     )
     p.add_argument("--retrain-epochs", type=int, help="retrain the best this long (0: keep it)")
     p.add_argument("--max-search-seconds", type=float, help="start no trial after this long")

@@ -43,11 +43,15 @@ DEFAULT_OPTIMIZERS = ("sgd", "adam")
 DEFAULT_BATCH_SIZES = (32, 64, 128)
 DEFAULT_ORACLE_TIMEOUT = 30.0
 """Seconds a worker waits for its chief: to connect, and for each call (keras-tuner: 1 hour)."""
-LATENCY_TARGETS = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8")
-"""What a candidate's latency is measured on: Keras' tf.function, or a LiteRT variant."""
+AUTO_TARGET = "auto"
+LATENCY_TARGETS = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8", AUTO_TARGET)
+"""What a candidate's latency is measured on: Keras' tf.function, or a LiteRT variant;
+`auto` is the TFLite form `keras_resnet.precision.expected_fastest_tflite` expects to run
+fastest here (int8 on CPUs with int8 dot products, else fp32), as the export recommends."""
 DEFAULT_LATENCY_TARGET = "keras"
-"""Today's behaviour. `keras-resnet export` recommends no artifact (it writes all four
-TFLite variants and times each), so there is no recommended form to default to yet."""
+"""Not `auto`: a tflite target converts every trained candidate (seconds each), which
+would slow every search (and the test suite's many small ones) that sets no latency
+budget at all; `--latency-target auto` asks for it (docs/tuning.md)."""
 
 # --- export ---------------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ One concern a module:
   that some candidate meets them before anything trains.
 - `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT),
   `measure_latency`, `measure_tflite_latency`, `latency_runtime` and `LatencyCache`.
+- `latency_model`: `LatencyModel`, a candidate's latency predicted from its spec
+  (a per-host table of micro-model latencies), so clearly over-budget ones are
+  rejected unconverted.
 - `tuners`: keras-tuner's oracles and tuners with the budgets built in, their
   registry `TUNER_CLASSES` and `make_tuner`.
 - `distributed`: keras-tuner's chief/worker mode (environment, the chief's
@@ -47,6 +50,7 @@ from keras_resnet.tuning.latency import (
     measure_latency,
     measure_tflite_latency,
 )
+from keras_resnet.tuning.latency_model import LatencyModel
 from keras_resnet.tuning.results import BEST_RULE, non_dominated, pareto_front, pareto_trials
 from keras_resnet.tuning.search import SearchConfig, search
 from keras_resnet.tuning.space import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAYS, SearchSpace
@@ -65,6 +69,7 @@ __all__ = [
     "TUNERS",
     "HyperResNet",
     "LatencyCache",
+    "LatencyModel",
     "LatencyTarget",
     "OracleUnreachableError",
     "SearchConfig",

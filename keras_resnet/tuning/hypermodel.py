@@ -27,6 +27,7 @@ from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
 from keras_resnet.tuning.budgets import Budget, corner_specs
 from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
+from keras_resnet.tuning.latency_model import LatencyModel
 from keras_resnet.tuning.space import (
     PARTS,
     SearchSpace,
@@ -59,6 +60,11 @@ class HyperResNet(kt.HyperModel):
         label_mode: `"int"` or `"categorical"` for the loss `build` compiles
             with; `fit` picks it from the data it gets.
         latency_cache: a `LatencyCache` or a JSON file path.
+        latency_model: with a latency budget, predict each candidate's latency
+            from its spec (`keras_resnet.tuning.latency_model`) before measuring
+            it, and reject one predicted clearly over the budget (by more than
+            the model's margin) unconverted and unbuilt; `search` turns it on.
+            Candidates near or under the budget are still measured.
 
     Over-budget candidates are never trained: `fit` returns their size and
     latency with `rejected=1` and the score of a useless model, whichever
@@ -89,6 +95,7 @@ class HyperResNet(kt.HyperModel):
         latency_threads: int | None = None,
         label_mode: str | None = None,
         latency_cache: LatencyCache | str | os.PathLike | None = None,
+        latency_model: bool = False,
         name: str | None = "HyperResNet",
         tunable: bool = True,
     ):
@@ -125,6 +132,16 @@ class HyperResNet(kt.HyperModel):
             latency_cache
             if isinstance(latency_cache, LatencyCache)
             else LatencyCache(latency_cache)
+        )
+        if not isinstance(latency_model, bool):
+            raise ValueError(
+                f"`latency_model` must be a bool. {received('latency_model', latency_model)}"
+            )
+        # Only a latency budget has use for predictions (none: the behaviour before #19).
+        self.latency_model = (
+            LatencyModel(self.latency_target, self.input_shape, self.classes)
+            if latency_model and max_latency_ms is not None
+            else None
         )
         self._example_counts: dict[int, tuple[Any, int | None]] = {}
 
@@ -267,6 +284,19 @@ class HyperResNet(kt.HyperModel):
         key = LatencyCache.key(spec, self.input_shape, self.classes, self.latency_target)
         return self.latency_cache.get(key)
 
+    def predicted_latency(self, spec: ResNetSpec) -> float | None:
+        """The latency model's prediction in ms (None without a model or a latency budget)."""
+        return None if self.latency_model is None else self.latency_model.predict(spec)
+
+    def predicted_rejection(self, spec: ResNetSpec, params: int) -> dict[str, float] | None:
+        """The result of a candidate predicted clearly over the latency budget (rejected
+        before any conversion or build), else None."""
+        predicted = self.predicted_latency(spec)
+        if predicted is None or not self.latency_model.clearly_over(predicted, self.max_latency_ms):
+            return None
+        result = self.budget.rejected_result(params, predicted)
+        return {**result, "latency_predicted": 1.0, "predicted_latency_ms": predicted}
+
     def latency_ms(self, spec: ResNetSpec, model: keras.Model | None = None) -> float:
         """Batch-1 latency on the target (measured once per spec and target, then cached)."""
         return self.latency_cache.measure(
@@ -324,9 +354,15 @@ class HyperResNet(kt.HyperModel):
         spec = self.declare_spec(hp)
         params = self.spec_params(spec)
         reason = self.budget.violation(params, None)
+        predicted = None
+        if not reason and self.cached_latency(spec) is None:
+            screened = self.predicted_rejection(spec, params)
+            if screened is not None:
+                return screened
+            predicted = self.predicted_latency(spec)
         latency = None if reason else self.latency_ms(spec, model)
         if reason or self.budget.violation(params, latency):
-            return self.budget.rejected_result(params, latency)
+            return _with_prediction(self.budget.rejected_result(params, latency), predicted)
         if validation_data is None:
             raise ValueError(
                 f"`validation_data` is needed: the objective is {self.objective!r}. "
@@ -359,7 +395,9 @@ class HyperResNet(kt.HyperModel):
                 verbose=verbose,
                 **{**kwargs, **fit_kwargs},
             )
-        return self._best_epoch(history.history, params, latency, initial_epoch)
+        return _with_prediction(
+            self._best_epoch(history.history, params, latency, initial_epoch), predicted
+        )
 
     def _batched(
         self, x: Any, y: Any, batch_size: int
@@ -421,6 +459,13 @@ class HyperResNet(kt.HyperModel):
                     count = cardinality
             self._example_counts[key] = (ds, count)  # keeps ds alive, so its id stays unique
         return self._example_counts[key][1]
+
+
+def _with_prediction(result: dict[str, float], predicted: float | None) -> dict[str, float]:
+    """A measured trial's result with the latency model's prediction beside it, if any."""
+    if predicted is None:
+        return result
+    return {**result, "latency_predicted": 0.0, "predicted_latency_ms": predicted}
 
 
 def _choice(hp: kt.HyperParameters, name: str, values: Sequence[Any], default: Any) -> Any:

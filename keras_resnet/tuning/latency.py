@@ -31,9 +31,10 @@ import tensorflow as tf
 from keras_resnet._checks import check_choice, check_positive_int
 from keras_resnet._io import write_json
 from keras_resnet.builder import build_resnet
-from keras_resnet.constants import DEFAULT_LATENCY_TARGET, LATENCY_TARGETS
+from keras_resnet.constants import AUTO_TARGET, DEFAULT_LATENCY_TARGET, LATENCY_TARGETS
 from keras_resnet.export import convert_tflite, tflite_latency
 from keras_resnet.export.export_utils import package_version
+from keras_resnet.precision import expected_fastest_tflite
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.timing import latency
 
@@ -56,8 +57,11 @@ def latency_runtime() -> str:
     )
 
 
-def measure_latency(model: keras.Model, runs: int = 30, max_seconds: float = 2.0) -> float:
-    """Median batch-1 inference time of `model` in milliseconds.
+def measure_latency(
+    model: keras.Model, runs: int = 30, max_seconds: float = 2.0, statistic: str = "median_ms"
+) -> float:
+    """Median batch-1 inference time of `model` in milliseconds (or another `statistic`
+    of `keras_resnet.timing.latency`'s result, e.g. `"p10_ms"`).
 
     The model runs as a traced `tf.function` in inference mode, timed by
     `keras_resnet.timing.latency` (warm-up untimed; samples sized by time; at
@@ -72,13 +76,20 @@ def measure_latency(model: keras.Model, runs: int = 30, max_seconds: float = 2.0
     x = tf.zeros((1, *model.input_shape[1:]), dtype=model.inputs[0].dtype)
     infer = tf.function(lambda t: model(t, training=False))
     result = latency(lambda: infer(x).numpy(), samples=runs, max_seconds=max_seconds)
-    return result["median_ms"]
+    return result[statistic]
 
 
 def measure_tflite_latency(
-    model: keras.Model, variant: str, *, threads: int = 1, runs: int = 30
-) -> float:
-    """Median batch-1 time in ms of `model` converted to a TFLite `variant`, in LiteRT.
+    model: keras.Model,
+    variant: str,
+    *,
+    threads: int = 1,
+    runs: int = 30,
+    statistic: str | tuple[str, ...] = "median_ms",
+) -> float | tuple[float, ...]:
+    """Median batch-1 time in ms of `model` converted to a TFLite `variant`, in LiteRT
+    (or another `statistic` of `tflite_latency`'s result, e.g. `"p10_ms"`; a tuple of
+    names: each, from the one timing).
 
     The conversion is `keras_resnet.export.convert_tflite` (int8: calibrated
     on `CALIBRATION_IMAGES` random images in [0, 1)); the timing is
@@ -95,7 +106,10 @@ def measure_tflite_latency(
         shape = (CALIBRATION_IMAGES, *model.input_shape[1:])
         representative = np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
     flatbuffer = convert_tflite(model, variant, representative)
-    return tflite_latency(flatbuffer, runs=runs, num_threads=threads)["median_ms"]
+    result = tflite_latency(flatbuffer, runs=runs, num_threads=threads)
+    if isinstance(statistic, tuple):
+        return tuple(result[name] for name in statistic)
+    return result[statistic]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +119,10 @@ class LatencyTarget:
     Attributes:
         name: one of `LATENCY_TARGETS`: `"keras"` (a `tf.function` in
             TensorFlow's own thread pool, the default) or `"tflite-fp32"`,
-            `"tflite-fp16"`, `"tflite-int8"` (the converted candidate in LiteRT).
+            `"tflite-fp16"`, `"tflite-int8"` (the converted candidate in LiteRT);
+            `"auto"` is replaced by the form expected to run fastest on this CPU
+            (`keras_resnet.precision.expected_fastest_tflite`: int8 where the CPU
+            has int8 dot products, else fp32), the reason kept in `auto_reason`.
         threads: LiteRT's interpreter threads (tflite targets only); None: every
             core, as `keras_resnet.export.tflite_latency` times the export.
 
@@ -117,9 +134,14 @@ class LatencyTarget:
 
     name: str = DEFAULT_LATENCY_TARGET
     threads: int | None = None
+    auto_reason = None  # why "auto" chose `name` (set by __post_init__), else None
 
     def __post_init__(self) -> None:
         check_choice("latency_target", self.name, LATENCY_TARGETS)
+        if self.name == AUTO_TARGET:
+            name, why = expected_fastest_tflite()
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "auto_reason", why)
         check_positive_int("latency_threads", self.threads, allow_none=True)
         if self.variant is None and self.threads is not None:
             raise ValueError(
@@ -157,13 +179,21 @@ class LatencyTarget:
         return {"target": self.name, "threads": self.num_threads}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "threads": self.num_threads, "runtime": self.runtime()}
+        chosen = {} if self.auto_reason is None else {"auto": self.auto_reason}
+        return {"name": self.name, "threads": self.num_threads, "runtime": self.runtime(), **chosen}
 
-    def measure(self, model: keras.Model) -> float:
-        """`model`'s median batch-1 latency in ms on this target."""
+    def measure(
+        self, model: keras.Model, statistic: str | tuple[str, ...] = "median_ms"
+    ) -> float | tuple[float, ...]:
+        """`model`'s median batch-1 latency in ms on this target (or another `statistic`
+        of the timing, e.g. `"p10_ms"`; a tuple of names: each, from one conversion)."""
         if self.variant is None:
-            return measure_latency(model)
-        return measure_tflite_latency(model, self.variant, threads=self.num_threads)
+            if isinstance(statistic, tuple):
+                return tuple(measure_latency(model, statistic=name) for name in statistic)
+            return measure_latency(model, statistic=statistic)
+        return measure_tflite_latency(
+            model, self.variant, threads=self.num_threads, statistic=statistic
+        )
 
 
 KERAS_TARGET = LatencyTarget()
@@ -228,13 +258,20 @@ class LatencyCache:
         target: LatencyTarget = KERAS_TARGET,
     ) -> None:
         """Records a measurement (and writes the file, when attached)."""
-        self.entries[key] = {
-            "latency_ms": latency_ms,
-            "runtime": target.runtime(),
-            "host": socket.gethostname(),
-            "spec": spec.to_dict(),
-            **target.key_fields(),
-        }
+        self.store(
+            key,
+            {
+                "latency_ms": latency_ms,
+                "runtime": target.runtime(),
+                "host": socket.gethostname(),
+                "spec": spec.to_dict(),
+                **target.key_fields(),
+            },
+        )
+
+    def store(self, key: str, entry: dict[str, Any]) -> None:
+        """Records `entry` (a dict with `latency_ms`) under `key`, merged with the file's."""
+        self.entries[key] = entry
         if self.path is not None:
             self._merge_disk()
             write_json(self.path, self.entries)

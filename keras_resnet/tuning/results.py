@@ -40,13 +40,27 @@ if TYPE_CHECKING:
 
 _STATUS = {"COMPLETED": "completed", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CSV_FIELDS = (
-    "trial_id", "status", *METRICS, "params", "latency_ms", "epochs", "parent_trial", "width",
+    "trial_id", "status", *METRICS, "params", "latency_ms", "latency_source",
+    "predicted_latency_ms", "epochs", "parent_trial", "width",
     "num_stages", "blocks", "block", "version", "stem", "shortcut", "groups", "se_ratio",
     "drop_path_rate", "optimizer", "learning_rate", "weight_decay", "batch_size", "message",
 )  # fmt: skip
 
 
 # --- trials ---------------------------------------------------------------------------------
+
+
+_TRIAL_METRICS = (
+    *METRICS, "params", "latency_ms", "epochs", "rejected", "diverged", "latency_predicted",
+    "predicted_latency_ms",
+)  # fmt: skip
+
+
+def _latency_source(metrics: dict[str, float]) -> str:
+    """`predicted` (the latency model's, the candidate never converted), `measured`, or ""."""
+    if metrics.get("latency_ms") is None:
+        return ""
+    return "predicted" if metrics.get("latency_predicted") else "measured"
 
 
 def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
@@ -56,7 +70,7 @@ def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
         hp = trial.hyperparameters.copy()
         metrics = {
             name: trial.metrics.get_last_value(name)
-            for name in (*METRICS, "params", "latency_ms", "epochs", "rejected", "diverged")
+            for name in _TRIAL_METRICS
             if trial.metrics.exists(name)
         }
         status = _STATUS.get(trial.status, str(trial.status).lower())
@@ -64,6 +78,11 @@ def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
         if status == "completed" and metrics.get("rejected"):
             status = "rejected"
             message = hm.budget.violation(int(metrics["params"]), metrics.get("latency_ms")) or ""
+            if metrics.get("latency_predicted") and hm.latency_model is not None:
+                message = (
+                    f"predicted {message} by more than the latency model's "
+                    f"{hm.latency_model.margin:.0%} margin (not measured)"
+                )
             metrics.pop(hm.objective, None)
         elif status == "completed" and metrics.get("diverged"):
             status, message = "diverged", "loss became NaN"
@@ -79,6 +98,8 @@ def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
                 **{name: metrics.get(name) for name in METRICS},
                 "params": int(params) if params is not None else None,
                 "latency_ms": metrics.get("latency_ms"),
+                "latency_source": _latency_source(metrics),
+                "predicted_latency_ms": metrics.get("predicted_latency_ms"),
                 "epochs": int(metrics["epochs"]) if "epochs" in metrics else None,
                 "parent_trial": hp.values.get("tuner/trial_id"),
                 "width": spec.width,
@@ -461,6 +482,12 @@ def write_results(
         "latency_target": hm.latency_target.name,
         "latency_threads": hm.latency_target.num_threads,
         "latency_runtime": hm.latency_target.runtime(),
+        "latency_model": None
+        if hm.latency_model is None
+        else {
+            **hm.latency_model.to_dict(),
+            "rejected_unmeasured": sum(r["latency_source"] == "predicted" for r in rows),
+        },
         "dataset": splits.to_dict(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "fingerprint": record["fingerprint"],

@@ -6,6 +6,9 @@ run_dir/
   tune.json           what was asked (a rerun must match; resume needs it)
   keras_tuner/        keras-tuner's own project: oracle.json, trial_*/trial.json, checkpoints
   latency_cache.json  batch-1 latencies already measured (spec + input shape + runtime + host)
+  latency_model-<target>[-<n>t]-<HxWxC>-<host>.json
+                      the latency model's table of micro-model latencies (with a latency
+                      budget; `keras_resnet.tuning.latency_model`); kept by overwrite
   trials.csv          every trial: status, hyperparameters, params, latency, metrics
   pareto.png          objective against parameters and latency, Pareto front marked
   best_spec.json      the best spec (`ResNetSpec.from_dict`, `keras-resnet train --spec`)

@@ -78,8 +78,18 @@ class SearchConfig:
             `"tflite-fp16"`, `"tflite-int8"`: the candidate with random
             weights converted by `keras_resnet.export.convert_tflite` (int8
             calibrated on random images) and timed batch 1 in LiteRT.
+            `"auto"`: the form `keras_resnet.precision.expected_fastest_tflite`
+            expects to run fastest on this CPU (int8 with int8 dot products,
+            else fp32).
         latency_threads: LiteRT's interpreter threads for a tflite target
             (default: every core, as the export times its files).
+        latency_model: with `max_latency_ms`, predict each new candidate's
+            latency from its spec (`keras_resnet.tuning.latency_model`, a table
+            of per-part latencies profiled on this host, kept in the run
+            directory) and reject one predicted over the budget by more than the
+            model's margin before converting or building it; candidates nearer
+            the budget, and every trained one, are measured. False: measure every
+            candidate (the behaviour before the model).
         space: a `SearchSpace` (default `SearchSpace()`).
         image_size, channels, label_mode, data_dir, download, augment: how the
             dataset is read, checked as one `keras_resnet.data.DataOptions`
@@ -130,6 +140,7 @@ class SearchConfig:
     max_latency_ms: float | None = None
     latency_target: str = DEFAULT_LATENCY_TARGET
     latency_threads: int | None = None
+    latency_model: bool = True
     space: SearchSpace | None = None
     image_size: int | None = None
     channels: int | None = None
@@ -162,6 +173,10 @@ class SearchConfig:
         check_positive_int("max_params", self.max_params, allow_none=True)
         check_positive_number("max_latency_ms", self.max_latency_ms, allow_none=True)
         LatencyTarget(self.latency_target, self.latency_threads)  # checks both
+        if not isinstance(self.latency_model, bool):
+            raise ValueError(
+                f"`latency_model` must be a bool. {received('latency_model', self.latency_model)}"
+            )
         check_positive_number("max_search_seconds", self.max_search_seconds, allow_none=True)
         check_positive_number("oracle_timeout", self.oracle_timeout)
         check_positive_int("image_size", self.image_size, allow_none=True)  # square images
@@ -252,6 +267,8 @@ def search(
             remove_outputs(run_dir)
         write_json(run_dir / TUNE_CONFIG, record)
         hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
+        if hypermodel.latency_model is not None:
+            hypermodel.latency_model.attach(run_dir)
         keras.utils.set_random_seed(config.seed)
         kt_tuner, is_worker = _run(splits, hypermodel, run_dir, config)
         if is_worker:
@@ -328,6 +345,7 @@ def _prepare(
         max_latency_ms=config.max_latency_ms,
         latency_target=config.latency_target,
         latency_threads=config.latency_threads,
+        latency_model=config.latency_model,
         label_mode=splits.label_mode,
     )
     return splits, hypermodel
@@ -341,8 +359,8 @@ def _record(splits: DatasetSplits, hm: HyperResNet, config: SearchConfig) -> dic
     """
     target = {}
     if config.latency_target != DEFAULT_LATENCY_TARGET:
-        target = {
-            "latency_target": config.latency_target,
+        target = {  # "auto" as what it stands for here: another machine may choose another
+            "latency_target": hm.latency_target.name,
             "latency_threads": config.latency_threads,
         }
     return {

@@ -166,16 +166,23 @@ class _BudgetedTuner:
         hp = trial.hyperparameters
         spec = hm.declare_spec(hp.copy())
         params = hm.spec_params(spec)
-        latency = hm.cached_latency(spec)
+        latency, parent = hm.cached_latency(spec), {}
         if latency is None:
-            latency = self._parent_latency_if_rejected(hp)
+            parent = self._parent_latency_if_rejected(hp)
+            latency = parent.get("latency_ms")
         if hm.budget.violation(params, latency):
-            return hm.budget.rejected_result(params, latency)
+            return {**hm.budget.rejected_result(params, latency), **parent}
+        if latency is None and not hm.budget.violation(params, None):
+            # Predicted clearly over the latency budget: rejected before any build or conversion.
+            screened = hm.predicted_rejection(spec, params)
+            if screened is not None:
+                return screened
         with weights_only_restore():  # Hyperband loads the promoted trial's checkpoint
             return super().run_trial(trial, *args, **kwargs)
 
-    def _parent_latency_if_rejected(self, hp: kt.HyperParameters) -> float | None:
-        """The latency a Hyperband parent was rejected with, else None.
+    def _parent_latency_if_rejected(self, hp: kt.HyperParameters) -> dict[str, float]:
+        """The latency a Hyperband parent was rejected with (`latency_ms`, and whether it
+        was predicted), else {}.
 
         A promoted trial loads its parent's checkpoint; a rejected parent never
         wrote one. The latency cache would catch it on the parent's host (it is
@@ -183,12 +190,13 @@ class _BudgetedTuner:
         """
         parent_id = hp.values.get("tuner/trial_id")
         if parent_id is None:
-            return None
+            return {}
         metrics = self.oracle.get_trial(parent_id).metrics
         rejected = metrics.exists("rejected") and metrics.get_last_value("rejected") == 1.0
-        if rejected and metrics.exists("latency_ms"):
-            return float(metrics.get_last_value("latency_ms"))
-        return None
+        if not (rejected and metrics.exists("latency_ms")):
+            return {}
+        names = ("latency_ms", "latency_predicted", "predicted_latency_ms")
+        return {n: float(metrics.get_last_value(n)) for n in names if metrics.exists(n)}
 
     def save(self):
         if not self._is_worker():
