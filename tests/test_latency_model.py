@@ -22,7 +22,7 @@ from keras_resnet.precision import expected_fastest_tflite
 from keras_resnet.spec import StageSpec
 from keras_resnet.tuning import HyperResNet, LatencyTarget, SearchConfig, SearchSpace, search
 from keras_resnet.tuning import latency as latency_module
-from keras_resnet.tuning.latency_model import LatencyModel, parts
+from keras_resnet.tuning.latency_model import DEFAULT_MARGIN, LatencyModel, parts
 
 SHAPE, CLASSES = (8, 8, 1), 10
 INT8 = LatencyTarget("tflite-int8", threads=1)
@@ -129,7 +129,7 @@ def test_the_search_rejects_a_candidate_predicted_over_the_budget_without_conver
         assert row["message"].startswith("predicted latency 1e+03 ms > max_latency_ms 50")
         assert "not measured" in row["message"]
     assert summary["latency_model"]["rejected_unmeasured"] == 3
-    assert summary["latency_model"]["margin"] == 0.25
+    assert summary["latency_model"]["margin"] == DEFAULT_MARGIN
 
 
 def test_without_a_budget_or_switched_off_nothing_is_predicted():
