@@ -27,8 +27,25 @@ DIGITS_SPEC = tiny_spec(
 FAST = dict(image_size=8, batch_size=64, verbose=0, warmup_epochs=0)
 
 
-def test_tiny_spec_learns_digits(tmp_path):
+def _count_traces(monkeypatch, step: str) -> list:
+    """Each trace of `keras.Model.<step>` (a tf.function runs the Python once per trace)."""
+    traces, original = [], getattr(keras.Model, step)
+
+    def counted(self, data):
+        traces.append(step)
+        return original(self, data)
+
+    monkeypatch.setattr(keras.Model, step, counted)
+    return traces
+
+
+def test_tiny_spec_learns_digits(tmp_path, monkeypatch):
+    train_traces = _count_traces(monkeypatch, "train_step")
+    test_traces = _count_traces(monkeypatch, "test_step")
     metrics = train(DIGITS_SPEC, "digits", output_dir=tmp_path / "run", epochs=8, **FAST)
+    # Traced once each (keras_resnet.training.tracing): fit's train and validation steps,
+    # and best.keras's test step; Keras alone traces the train step twice.
+    assert (len(train_traces), len(test_traces)) == (1, 2)
     assert metrics["test_accuracy"] >= 0.90, metrics["test_accuracy"]
     assert metrics["epochs_run"] == 8 and metrics["resumed_from_epoch"] is None
     assert metrics["params"] == DIGITS_SPEC.count_params(channels=1, classes=10)

@@ -29,6 +29,7 @@ from keras_resnet.constants import (
     SCHEDULES,
 )
 from keras_resnet.data import DatasetSplits
+from keras_resnet.training.tracing import build_training_state
 from keras_resnet.weights import load_backbone_weights, read_backbone_weights
 
 
@@ -206,6 +207,7 @@ def compile_model(
                 loss=make_loss(splits.label_mode, config.label_smoothing),
                 metrics=["accuracy"],
             )
+            build_training_state(net, splits.train)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return net

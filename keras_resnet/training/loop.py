@@ -51,6 +51,7 @@ from keras_resnet.training.run_dir import (
     repair_backup,
     resume_epoch,
 )
+from keras_resnet.training.tracing import build_training_state
 from keras_resnet.version import __version__
 
 
@@ -331,6 +332,7 @@ def _evaluate(splits, config, run_dir, record, spec, start) -> dict[str, Any]:
     """Scores best.keras on the test split, plots the curves, writes metrics.json."""
     discard_corrupt_checkpoints(run_dir, trained=True)
     best = keras.saving.load_model(run_dir / BEST, safe_mode=True)
+    build_training_state(best, splits.test)
     test_loss, test_accuracy = best.evaluate(splits.test, verbose=0)
     history_rows = read_history(run_dir / HISTORY)
     plot_curves(history_rows, run_dir / CURVES)

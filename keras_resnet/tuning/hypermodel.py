@@ -25,6 +25,7 @@ from keras_resnet.builder import build_resnet
 from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, OBJECTIVES
 from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
+from keras_resnet.training.tracing import build_training_state
 from keras_resnet.tuning.budgets import Budget, corner_specs
 from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
 from keras_resnet.tuning.latency_model import LatencyModel
@@ -382,6 +383,7 @@ class HyperResNet(kt.HyperModel):
             loss=make_loss(self.label_mode),
             metrics=["accuracy"],
         )
+        build_training_state(model, x, fit_kwargs.get("y"))
         with warnings.catch_warnings():
             # A rebatched dataset has no known size until its first epoch ends, which
             # Keras reports as running out of data.
