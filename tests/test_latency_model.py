@@ -2,11 +2,13 @@
 kept on disk and reused, the search rejecting a candidate predicted clearly over the budget
 without converting it, and bad arguments refused in one line.
 
-The real error is measured by `python -m benchmarks.latency_model` (docs/tuning.md); here
-a prediction only has to land within a factor 2 of a measurement, because this machine's
-cores are shared with other jobs and one timing of a 20-50 us model moves by tens of
-percent from one minute to the next; a broken model (a part missing, the invoke overhead
-counted once per part, a wrong shape) misses by more.
+The real error is measured by `python -m benchmarks.latency_model` (docs/tuning.md: 11%
+median, 35% worst on 16x16 candidates at load 8-12); here a prediction only has to land
+within a factor 2 of a measurement (of the same statistic, the 10th percentile), because
+these 8x8 candidates take a few microseconds, this machine's cores are shared with other
+jobs, and one timing moves by tens of percent from one minute to the next. It catches
+gross errors (a wrong unit, parts counted many times over, micro-models of the wrong
+size), not a bias of 10-20%: that is the benchmark's to find.
 """
 
 import csv
@@ -22,7 +24,12 @@ from keras_resnet.precision import expected_fastest_tflite
 from keras_resnet.spec import StageSpec
 from keras_resnet.tuning import HyperResNet, LatencyTarget, SearchConfig, SearchSpace, search
 from keras_resnet.tuning import latency as latency_module
-from keras_resnet.tuning.latency_model import DEFAULT_MARGIN, LatencyModel, parts
+from keras_resnet.tuning.latency_model import (
+    DEFAULT_MARGIN,
+    PROFILE_STATISTIC,
+    LatencyModel,
+    parts,
+)
 
 SHAPE, CLASSES = (8, 8, 1), 10
 INT8 = LatencyTarget("tflite-int8", threads=1)
@@ -75,7 +82,10 @@ def test_prediction_is_near_a_measurement_and_the_table_is_reused(tmp_path, conv
     assert model.measured == 5 and deeper > predicted
 
     for spec, prediction in ((SMALL, predicted), (DEEPER, deeper)):
-        measured = INT8.measure(build_resnet(spec, input_shape=SHAPE, classes=CLASSES))
+        # Against the statistic the table keeps (the 10th percentile): the median of a
+        # timing taken while other jobs hold the cores can be several times it.
+        candidate = build_resnet(spec, input_shape=SHAPE, classes=CLASSES)
+        measured = INT8.measure(candidate, PROFILE_STATISTIC)
         assert measured / 2 < prediction < measured * 2, (spec, prediction, measured)
     assert len(conversions) == 7
 
