@@ -2,9 +2,10 @@
 
 Each subcommand is one `_add_*` function (its flags) and one `_cmd_*` function (the
 call); `tune`, with ~40 flags, has its own module (`keras_resnet._cli_tune`), and what
-the subcommands share is in `keras_resnet._cli_common`. Flags are stored under the library's keyword names and are left out when
-not given, so the library's defaults apply; choices and defaults shown in the
-help come from `keras_resnet.constants`, never retyped. Parsing imports no
+the subcommands share is in `keras_resnet._cli_common`. Flags are stored under the
+library's keyword names and are left out when not given, so the library's defaults
+apply; choices and defaults shown in the help come from `keras_resnet.constants`,
+never retyped. Parsing imports no
 TensorFlow: `keras-resnet --help` and argument errors answer at once.
 
 Bad arguments exit with status 2 and one line naming the argument and the value
