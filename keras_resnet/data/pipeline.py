@@ -43,6 +43,12 @@ class DatasetSplits:
         sizes: Number of examples per split (keys ``train``, ``validation``,
             ``test``).
         label_mode: ``"int"`` or ``"categorical"``.
+        train_for_epoch: ``epoch -> `` that epoch's train batches, shuffled
+            (and augmented) by a seed derived from ``seed`` and ``epoch`` alone
+            (TensorFlow's global seed aside, which ``train`` sets to the
+            run's), so a resumed run can read the epochs an uninterrupted one
+            would; the multi-worker loop reads its epochs from it. None where
+            the source shuffles itself (folders: Keras' file shuffle).
 
     Example:
         >>> splits = load_dataset("digits")
@@ -58,6 +64,9 @@ class DatasetSplits:
     image_shape: tuple[int, int, int]
     sizes: dict[str, int]
     label_mode: str
+    train_for_epoch: Callable[[int], tf.data.Dataset] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def num_classes(self) -> int:
@@ -319,7 +328,9 @@ def _build_splits(
             label = tf.one_hot(label, num_classes, dtype=tf.float32)
         return image, label
 
-    def pipeline(ds: tf.data.Dataset, training: bool) -> tf.data.Dataset:
+    def pipeline(ds: tf.data.Dataset, training: bool, epoch: int | None = None) -> tf.data.Dataset:
+        """`epoch` None: reshuffled (and augmented) anew at each pass, as `fit` reads it."""
+        shuffle_seed = seed if epoch is None else epoch_seed(seed, epoch)
         if training and not source.train_is_shuffled:
             # Source examples are shuffled before resizing; 4 bytes per value
             # bounds uint8 images and is exact for digits' float32.
@@ -327,13 +338,13 @@ def _build_splits(
             buffer = max(_MIN_SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // example_bytes)
             ds = ds.shuffle(
                 min(buffer, max(source.sizes["train"], 1)),
-                seed=seed,
-                reshuffle_each_iteration=True,
+                seed=shuffle_seed,
+                reshuffle_each_iteration=epoch is None,
             )
         ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size)
         if training and augment:
-            ds = ds.map(_augmenter(seed, source.flips), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(_augmenter(shuffle_seed, source.flips), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     return DatasetSplits(
@@ -345,4 +356,19 @@ def _build_splits(
         image_shape=image_shape,
         sizes=source.sizes,
         label_mode=label_mode,
+        train_for_epoch=(
+            None
+            if source.train_is_shuffled
+            else lambda epoch: pipeline(source.train, training=True, epoch=epoch)
+        ),
     )
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a function of the run's seed and the epoch alone.
+
+    Example:
+        >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
+        True
+    """
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])

@@ -149,6 +149,7 @@ def to_one_hot(splits: DatasetSplits) -> DatasetSplits:
         validation=convert(splits.validation),
         test=convert(splits.test),
         label_mode="categorical",
+        train_for_epoch=splits.train_for_epoch and (lambda e: convert(splits.train_for_epoch(e))),
     )
 
 

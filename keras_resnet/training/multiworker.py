@@ -231,6 +231,8 @@ def _skip_together(ctx: tf.distribute.ReplicaContext, grads: list) -> list:
 def all_reduce_assign(strategy, variables: list, op, local) -> Callable[[], None]:
     """A function that sets each variable to all-reduce(`op`) of `local(variable)` over the
     replicas (traced once, called as often as needed)."""
+    if strategy.num_replicas_in_sync == 1:
+        return lambda: None  # each variable is its own reduction: nothing to trace
     by_dtype: dict[Any, list] = {}
     for v in variables:
         by_dtype.setdefault(_collective_dtype(v.dtype), []).append(v)
@@ -333,43 +335,6 @@ class State:
         self.totals.assign(tf.zeros(3, tf.float64))
 
 
-@contextlib.contextmanager
-def _preemption_handler(strategy, task: Task, state: State, checkpoint_dir: Path):
-    """TF's PreemptionCheckpointHandler over the chief's checkpoints, or None on one machine.
-
-    It restores the chief's latest checkpoint where a worker sees it; on SIGTERM it saves at
-    the same step on every worker and raises `TrainingPreemptedError`. The process's own
-    SIGTERM handler is put back afterwards.
-    """
-    if len(task.workers) < 2:
-        checkpoint = tf.train.latest_checkpoint(str(checkpoint_dir))
-        if checkpoint:
-            state.checkpoint.restore(checkpoint).expect_partial()
-        yield None
-        return
-
-    def stop() -> None:
-        epoch, step = state.where()
-        raise TrainingPreemptedError(
-            f"preempted (SIGTERM) in epoch {epoch + 1} after step {step}: every worker saved "
-            "a checkpoint; rerun the same command on every worker to resume"
-        )
-
-    previous = signal.getsignal(signal.SIGTERM)
-    with strategy.scope():
-        handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-            strategy.cluster_resolver,
-            state.checkpoint,
-            checkpoint_dir=str(checkpoint_dir),
-            termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=stop),
-        )
-    try:
-        yield handler
-    finally:
-        del handler  # its __del__ stops its watcher threads
-        signal.signal(signal.SIGTERM, previous)
-
-
 class _Writer:
     """Saves the state each epoch: the chief into `checkpoint_dir`, the others into a temporary
     directory removed after each save (TF's tutorial: every worker must take part)."""
@@ -386,6 +351,50 @@ class _Writer:
             return
         with tempfile.TemporaryDirectory(prefix=f"keras_resnet-worker{self.task.id}-") as tmp:
             tf.train.CheckpointManager(self.state.checkpoint, tmp, max_to_keep=1).save()
+
+
+@contextlib.contextmanager
+def _preemption_handler(strategy, task: Task, state: State, writer: _Writer, before_save):
+    """TF's PreemptionCheckpointHandler over the chief's checkpoints, or None on one machine.
+
+    It restores the chief's latest checkpoint where a worker sees it; on SIGTERM every worker
+    calls `before_save` and saves at the same step (`writer`), then raises
+    `TrainingPreemptedError`. The process's own SIGTERM handler is put back afterwards.
+    """
+    checkpoint_dir = writer.checkpoint_dir
+    if len(task.workers) < 2:
+        checkpoint = tf.train.latest_checkpoint(str(checkpoint_dir))
+        if checkpoint:
+            state.checkpoint.restore(checkpoint).expect_partial()
+        yield None
+        return
+
+    def stop() -> None:
+        epoch, step = state.where()
+        raise TrainingPreemptedError(
+            f"preempted (SIGTERM) in epoch {epoch + 1} after step {step}: every worker saved "
+            "a checkpoint; rerun the same command on every worker to resume"
+        )
+
+    def save() -> None:
+        before_save()
+        writer.save()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with strategy.scope():
+        handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver,
+            state.checkpoint,
+            checkpoint_dir=str(checkpoint_dir),
+            termination_config=tf.distribute.experimental.TerminationConfig(
+                exit_fn=stop, save_fn=save
+            ),
+        )
+    try:
+        yield handler
+    finally:
+        del handler  # its __del__ stops its watcher threads
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -413,12 +422,9 @@ class Loop:
         self.verbose = verbose
         self.state = State(strategy, net)
         self.steps = Steps(strategy, net, splits.label_mode, self.state)
-        policy = shard_policy(splits.name)
-        # Repeated, and a fixed number of steps an epoch: a worker whose file shard runs out
-        # first wraps around instead of stepping with an empty batch (BatchNormalization
-        # would average nothing). With DATA sharding each epoch is exactly one pass.
-        self.train_data = distribute(strategy, splits.train.repeat(), policy)
-        self.validation_data = distribute(strategy, splits.validation, policy)
+        self.splits, self.policy = splits, shard_policy(splits.name)
+        self._passes = None  # the pipeline's own reshuffled passes, where it has no epochs
+        self.validation_data = distribute(strategy, splits.validation, self.policy)
         self.steps_per_epoch = count_steps_per_epoch(splits, config.batch_size)
         self.validation_steps = _count(splits.validation)
         self.resumed_from: int | None = None
@@ -428,21 +434,31 @@ class Loop:
         net, state = self.net, self.state
         with self.strategy.scope():  # its slots are mirrored like the weights
             net.optimizer.build(net.trainable_variables)
-        with _preemption_handler(self.strategy, self.task, state, checkpoint_dir) as handler:
+        average_statistics = statistics_averager(self.strategy, net)
+        writer = _Writer(state, self.task, checkpoint_dir)
+        # On SIGTERM the statistics are averaged before the save: the other workers' own are
+        # not kept, and averaging is linear, so the epoch's end averages the same values.
+        preemption = _preemption_handler(
+            self.strategy, self.task, state, writer, average_statistics
+        )
+        with preemption as handler:
             broadcast_from_chief(self.strategy, state.variables())
-            average_statistics = statistics_averager(self.strategy, net)
-            writer = _Writer(state, self.task, checkpoint_dir)
             hooks = keras.callbacks.CallbackList(callbacks, model=net)
             keras.utils.set_random_seed(self.config.seed)
             net.stop_training = False
-            batches = iter(self.train_data)
             hooks.on_train_begin()
-            start, _ = state.where()
+            start, done = state.where()
             self.resumed_from = start - 1 if start else None
+            if (start or done) and self.verbose:
+                print(
+                    f"[{self.task.describe()}] resuming epoch {start + 1} at step {done} of "
+                    f"{self.steps_per_epoch}",
+                    flush=True,
+                )
             for epoch in range(start, self.config.epochs):
                 began = time.perf_counter()
                 hooks.on_epoch_begin(epoch)
-                if not self._train_epoch(batches, hooks, handler):
+                if not self._train_epoch(epoch, hooks, handler):
                     break
                 trained = time.perf_counter() - began
                 average_statistics()
@@ -455,9 +471,29 @@ class Loop:
                 self._report(epoch, logs, trained, time.perf_counter() - began)
             hooks.on_train_end()
 
-    def _train_epoch(self, batches, hooks, handler) -> bool:
+    def _batches(self, epoch: int, done: int):
+        """An iterator over `epoch`'s training batches after the first `done`.
+
+        Each epoch's order is the pipeline's for that epoch alone (`train_for_epoch`), so a
+        rerun after a kill or a preemption reads what the uninterrupted run would have.
+        Repeated, with a fixed number of steps an epoch: a worker whose file shard runs out
+        first wraps around instead of stepping with an empty batch (BatchNormalization
+        would average nothing). With DATA sharding each epoch is exactly one pass. A
+        pipeline without epochs (folders) is read as one stream of reshuffled passes,
+        which a rerun starts over.
+        """
+        if self.splits.train_for_epoch is None:
+            if self._passes is None:
+                data = distribute(self.strategy, self.splits.train.repeat(), self.policy)
+                self._passes = iter(data)
+            return self._passes
+        data = self.splits.train_for_epoch(epoch).repeat().skip(done)
+        return iter(distribute(self.strategy, data, self.policy))
+
+    def _train_epoch(self, epoch: int, hooks, handler) -> bool:
         """The epoch's remaining steps; False when a callback stopped the run."""
         _, done = self.state.where()
+        batches = self._batches(epoch, done)
         for index in range(done, self.steps_per_epoch):
             if handler is None:
                 sums = self.steps.train(batches)
