@@ -78,7 +78,7 @@ def _errors(rows: list[dict[str, Any]], key: str, against: str = "measured_ms") 
 
 
 def run_target(
-    name: str, threads: int, specs: list, input_shape, classes: int, table_dir: Path
+    name: str, threads: int, specs: list, input_shape, classes: int, table_dir: Path, runs: int
 ) -> dict[str, Any]:
     from keras_resnet.builder import build_resnet
     from keras_resnet.tuning.latency import LatencyTarget
@@ -98,7 +98,7 @@ def run_target(
         candidate = build_resnet(spec, input_shape=input_shape, classes=classes)
         # The median is what a search measures; the 10th percentile is the statistic the
         # model profiles its parts with (less moved by other jobs on the cores).
-        measured, measured_p10 = target.measure(candidate, ("median_ms", "p10_ms"))
+        measured, measured_p10 = target.measure(candidate, ("median_ms", "p10_ms"), runs=runs)
         measure_seconds += time.perf_counter() - start
         rows.append(
             {
@@ -125,6 +125,7 @@ def run_target(
     ]
     return {
         "target": target.to_dict(),
+        "candidate_runs": runs,
         "table": str(model.path),
         "micro_models_profiled": model.measured,
         "profile_seconds": round(profile_seconds, 1),
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--runs", type=int, default=30, help="samples per candidate timing (a search's: 30)"
+    )
     parser.add_argument("--table-dir", type=Path, help="keep the tables here (default: a temp dir)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -188,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         table_dir = args.table_dir or Path(tmp)
         table_dir.mkdir(parents=True, exist_ok=True)
         for name in args.targets:
-            result = run_target(name, args.threads, specs, input_shape, classes, table_dir)
+            result = run_target(
+                name, args.threads, specs, input_shape, classes, table_dir, args.runs
+            )
             results["targets"][name] = result
             write_json(output, results)
             p, q = result["prediction"], result["prediction_vs_p10"]

@@ -183,16 +183,20 @@ class LatencyTarget:
         return {"name": self.name, "threads": self.num_threads, "runtime": self.runtime(), **chosen}
 
     def measure(
-        self, model: keras.Model, statistic: str | tuple[str, ...] = "median_ms"
+        self,
+        model: keras.Model,
+        statistic: str | tuple[str, ...] = "median_ms",
+        runs: int = 30,
     ) -> float | tuple[float, ...]:
-        """`model`'s median batch-1 latency in ms on this target (or another `statistic`
-        of the timing, e.g. `"p10_ms"`; a tuple of names: each, from one conversion)."""
+        """`model`'s median batch-1 latency in ms on this target, from `runs` samples (or
+        another `statistic` of the timing, e.g. `"p10_ms"`; a tuple of names: each, from
+        one conversion and timing)."""
         if self.variant is None:
             if isinstance(statistic, tuple):
-                return tuple(measure_latency(model, statistic=name) for name in statistic)
-            return measure_latency(model, statistic=statistic)
+                return tuple(measure_latency(model, runs, statistic=name) for name in statistic)
+            return measure_latency(model, runs, statistic=statistic)
         return measure_tflite_latency(
-            model, self.variant, threads=self.num_threads, statistic=statistic
+            model, self.variant, threads=self.num_threads, runs=runs, statistic=statistic
         )
 
 

@@ -24,8 +24,9 @@ classes, 30 random candidates, a 2-core EPYC with avx512_vnni at load average
 15-450 us for whole candidates, so the overhead is small per part but not over a
 candidate's 5-15 parts: summing the micro-models as they are over-predicts by 13%
 on average (median error 15% against the candidates' own 10th percentile), with
-the identity subtracted the mean bias is +1% (median error 11%). The subtraction
-stays; what is left is mostly timing noise.
+the identity subtracted the mean bias is +1% (median error 11%; 7% with 100
+samples per timing, `PROFILE_RUNS`). The subtraction stays; what is left is
+mostly timing noise.
 The prediction is
 
     head(last feature map)  +  stem - identity  +  sum over blocks (block - identity)
@@ -72,7 +73,7 @@ DEFAULT_MARGIN = 0.5
 """A candidate is rejected unmeasured when predicted over `max_latency_ms * (1 + margin)`.
 
 Above the benchmark's worst over-prediction (tflite-int8, 30 random candidates: +31%
-against the median a search measures, +34% against the 10th percentile; docs/tuning.md),
+against the median a search measures, +43% against the 10th percentile; docs/tuning.md),
 so a candidate within the budget is not rejected on a prediction; nearer the budget,
 candidates are converted and measured."""
 
@@ -81,6 +82,11 @@ PROFILE_STATISTIC = "p10_ms"
 measured by. A table entry is timed once and then used for every candidate, so one timing
 taken while other jobs held the cores would skew every prediction that uses it; the lower
 percentile is what the part costs when it gets a core (see the module doc)."""
+
+PROFILE_RUNS = 100
+"""Samples per micro-model timing (a candidate's: 30). A sample lasts about 1 ms, so this
+adds 0.1 s to a conversion of seconds, and a steadier 10th percentile serves every
+candidate that shares the part."""
 
 _BLOCK_FIELDS = (
     "block", "version", "shortcut", "groups", "width_per_group", "se_ratio", "expansion",
@@ -222,6 +228,7 @@ class LatencyModel:
         data = {
             "part": part,
             "statistic": PROFILE_STATISTIC,
+            "runs": PROFILE_RUNS,
             "runtime": self.target.runtime(),
             **self.target.key_fields(),
         }
@@ -234,7 +241,8 @@ class LatencyModel:
         cached = self.table.get(key)
         if cached is not None:
             return cached
-        value = self.target.measure(_micro_model(part, spec, self.classes), PROFILE_STATISTIC)
+        micro_model = _micro_model(part, spec, self.classes)
+        value = self.target.measure(micro_model, PROFILE_STATISTIC, runs=PROFILE_RUNS)
         self.measured += 1
         self.table.store(
             key,
