@@ -56,8 +56,18 @@ budget at all; `--latency-target auto` asks for it (docs/tuning.md)."""
 # --- export ---------------------------------------------------------------------------------
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
-FORMATS = ("keras", "saved_model", *(f"tflite_{v}" for v in TFLITE_VARIANTS), "onnx")
-DEFAULT_FORMATS = FORMATS[:-1]
+FORMATS = (
+    "keras",
+    "keras_bf16",
+    "saved_model",
+    *(f"tflite_{v}" for v in TFLITE_VARIANTS),
+    "onnx",
+)
+OPT_IN_FORMATS = ("keras_bf16", "onnx")
+"""Written only when named: `keras_bf16` (the folded model computing in bfloat16: faster on
+CPUs with avx512_bf16/amx_bf16 for large inputs and batches, slower for small ones; see
+docs/export.md) and `onnx` (an optional extra; "all" adds it when installed)."""
+DEFAULT_FORMATS = tuple(f for f in FORMATS if f not in OPT_IN_FORMATS)
 """What "all" means when ONNX's optional extra is not installed."""
 PREPROCESSING = ("unit", "caffe", "tf", "torch", "none")
 DEFAULT_CALIBRATION_SAMPLES = 200

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,3 +119,42 @@ def latency(
         "calls_per_sample": calls,
         "runs": len(times) * calls,
     }
+
+
+def interleaved_latency(
+    calls: Mapping[str, Callable[[], Any]],
+    *,
+    samples: int = 30,
+    warmup: int = 3,
+    min_sample_seconds: float = MIN_SAMPLE_SECONDS,
+) -> dict[str, dict[str, Any]]:
+    """`latency` of several calls timed in turns, so a change of the machine's load hits all.
+
+    Each round takes one sample of every call, starting at a different one each round
+    (`rotated`); a sample is the same number of calls for all, as many as the fastest needs
+    to last `min_sample_seconds`. Returns `latency`'s record per name.
+
+    >>> timed = interleaved_latency({"a": lambda: None, "b": lambda: sum(range(50))}, samples=3)
+    >>> sorted(timed["a"])
+    ['calls_per_sample', 'median_ms', 'p10_ms', 'p90_ms', 'runs', 'samples']
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    per_sample = max(calls_for(fn, min_sample_seconds) for fn in calls.values())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(samples):
+        for name in rotated(list(calls), round_index):
+            times[name].append(time_calls(calls[name], per_sample) * 1e3)
+    out = {}
+    for name, ms in times.items():
+        p10, median, p90 = np.percentile(ms, [10, 50, 90])
+        out[name] = {
+            "median_ms": round(float(median), 4),
+            "p10_ms": round(float(p10), 4),
+            "p90_ms": round(float(p90), 4),
+            "samples": len(ms),
+            "calls_per_sample": per_sample,
+            "runs": len(ms) * per_sample,
+        }
+    return out

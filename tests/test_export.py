@@ -15,10 +15,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import constants, export
+from keras_resnet import constants, export, precision
 from keras_resnet.applications import ResNet20
 from keras_resnet.data import load_dataset
 from keras_resnet.export import core
+from keras_resnet.export import fastest as fastest_module
 from keras_resnet.export.target import PARTIAL_MARKER
 from keras_resnet.spec import StageSpec
 from keras_resnet.training import train
@@ -423,6 +424,7 @@ def test_cli_export_prints_the_table(run_dir, tmp_path, capsys):
     )
     assert code == 0
     assert "tflite/model_int8.tflite" in stdout and " ms " in stdout
+    assert " * " in stdout and "* fastest here: tflite_" in stdout
     assert (out / "tflite" / "model_int8.tflite").exists()
 
 
@@ -767,3 +769,139 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(run_dir, tmp_path, capsys, s
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+# --- the fastest artifact per host (#17) -------------------------------------------------------
+
+
+def test_the_manifest_names_the_fastest_verified_tflite_file(exported):
+    out, manifest = exported
+    fastest = manifest["fastest"]
+    artifacts = manifest["artifacts"]
+    timed = {f: artifacts[f]["latency_batch1"]["median_ms"] for f in TFLITE}
+    assert fastest["measured"] and fastest["artifact"] in TFLITE
+    assert artifacts[fastest["artifact"]]["verification"]["passed"]
+    assert timed[fastest["artifact"]] == min(timed.values())
+    assert fastest["latency_batch1_median_ms"] == dict(sorted(timed.items(), key=lambda i: i[1]))
+    assert fastest["path"] == artifacts[fastest["artifact"]]["path"]
+    assert (out / fastest["path"]).is_file()
+    flags = precision.cpu_flags()
+    assert fastest["cpu_flags"]["int8_dot_product"] == precision.int8_dot_product_flags(flags)
+    assert fastest["cpu_flags"]["bf16"] == sorted(flags & set(precision.BF16_CPU_FLAGS))
+    expected = precision.expected_fastest_tflite()[0].replace("-", "_")
+    assert fastest["expected"] == expected
+    assert fastest["agrees_with_expected"] == (fastest["artifact"] == expected)
+    assert fastest["why"].startswith(f"{fastest['artifact']}: ")
+    assert "fastest_keras" not in manifest  # only with keras_bf16
+
+
+def _artifact(median_ms=None, passed=True, p10_ms=None):
+    entry = {"path": "x", "verification": {"passed": passed}}
+    if median_ms is not None:
+        entry["latency_batch1"] = {"median_ms": median_ms, "p10_ms": p10_ms or median_ms}
+    return entry
+
+
+VNNI = frozenset({"avx2", "avx512_vnni"})
+NO_DOT = frozenset({"avx2", "fma"})
+
+
+def test_choose_fastest_on_synthetic_manifests():
+    choose = fastest_module.choose_fastest
+    artifacts = {
+        "keras": _artifact(9.0),
+        "tflite_fp32": _artifact(3.0, p10_ms=2.9),
+        "tflite_fp16": _artifact(3.1),
+        "tflite_dynamic": _artifact(1.0, passed=False),  # fastest, but failed verification
+        "tflite_int8": _artifact(1.5),
+    }
+    entry = choose(artifacts, fastest_module.TFLITE_FORMATS)
+    assert entry["artifact"] == "tflite_int8" and entry["measured"]
+    assert list(entry["latency_batch1_median_ms"]) == ["tflite_int8", "tflite_fp32", "tflite_fp16"]
+    assert entry["excluded"] == {"tflite_dynamic": "verification failed"}
+    assert entry["runner_up"] == "tflite_fp32" and not entry["within_noise"]
+    # A runner-up other than fp32 within noise is named as such.
+    close = {
+        "tflite_fp32": _artifact(3.0),
+        "tflite_int8": _artifact(1.0),
+        "tflite_dynamic": _artifact(1.1, p10_ms=0.9),
+    }
+    assert fastest_module.fastest_tflite(close, VNNI)["why"].startswith(
+        "tflite_int8: 3.00x the speed of tflite_fp32 here (tflite_dynamic within this host's noise)"
+    )
+    # Ties: the expected form first, then format order.
+    tied = {"tflite_fp32": _artifact(2.0), "tflite_int8": _artifact(2.0)}
+    assert choose(tied, fastest_module.TFLITE_FORMATS)["artifact"] == "tflite_fp32"
+    entry = choose(tied, fastest_module.TFLITE_FORMATS, expected="tflite_int8")
+    assert entry["artifact"] == "tflite_int8" and entry["tied_with"] == ["tflite_fp32"]
+    assert entry["within_noise"]
+    # Nothing timed: the expected form, if written and verified; nothing of the group: None.
+    untimed = {"tflite_fp32": _artifact(), "tflite_int8": _artifact()}
+    entry = choose(untimed, fastest_module.TFLITE_FORMATS, expected="tflite_int8")
+    assert entry["artifact"] == "tflite_int8" and not entry["measured"]
+    assert entry["excluded"] == {"tflite_fp32": "not timed", "tflite_int8": "not timed"}
+    untimed["tflite_int8"] = _artifact(passed=False)
+    assert (
+        choose(untimed, fastest_module.TFLITE_FORMATS, expected="tflite_int8")["artifact"] is None
+    )
+    assert choose({"keras": _artifact(1.0)}, fastest_module.TFLITE_FORMATS) is None
+
+
+def test_the_fastest_entry_explains_itself_by_the_cpu_flags():
+    artifacts = {"tflite_fp32": _artifact(3.1), "tflite_int8": _artifact(1.0)}
+    entry = fastest_module.fastest_tflite(artifacts, VNNI)
+    assert entry["why"] == (
+        "tflite_int8: 3.10x the speed of tflite_fp32 here; "
+        "the CPU has avx512_vnni (int8 dot products)"
+    )
+    assert entry["agrees_with_expected"] and entry["expected"] == "tflite_int8"
+    assert entry["cpu_flags"]["int8_dot_product"] == ["avx512_vnni"]
+    slow_int8 = {"tflite_fp32": _artifact(1.0), "tflite_int8": _artifact(1.05)}
+    entry = fastest_module.fastest_tflite(slow_int8, NO_DOT)
+    assert entry["artifact"] == "tflite_fp32" and entry["agrees_with_expected"]
+    assert entry["why"].endswith("int8 not expected to be faster: no int8 dot-product flags")
+    assert "tflite_fp32: 1.05x the speed of tflite_int8" in entry["why"]
+    # A CPU with VNNI where int8 still lost: measured beats expected, and says so.
+    assert not fastest_module.fastest_tflite(slow_int8, VNNI)["agrees_with_expected"]
+    untimed = {"tflite_fp32": _artifact(), "tflite_int8": _artifact()}
+    entry = fastest_module.fastest_entries(untimed, NO_DOT)["fastest"]
+    assert entry["artifact"] == "tflite_fp32" and entry["path"] == "x"
+    assert entry["why"].startswith("latency not measured (latency_runs=0): expected tflite_fp32")
+    # Keras: float32 or bfloat16, expected by the CPU flags and the model's size.
+    pair = {"keras": _artifact(2.0), "keras_bf16": _artifact(1.0)}
+    bf16_cpu = frozenset({"avx512f", "avx512_bf16"})
+    entries = fastest_module.fastest_entries(pair, bf16_cpu, macs=4 * 10**9)
+    assert "fastest" not in entries
+    entry = entries["fastest_keras"]
+    assert entry["artifact"] == "keras_bf16" and entry["agrees_with_expected"]
+    assert entry["why"] == (
+        "keras_bf16: 2.00x the speed of keras here, batch 1; the CPU has avx512_bf16"
+    )
+    small = fastest_module.fastest_entries(pair, bf16_cpu, macs=10**7)["fastest_keras"]
+    assert small["expected"] == "keras" and not small["agrees_with_expected"]
+    assert fastest_module.fastest_keras(pair, NO_DOT, macs=10**10)["expected"] == "keras"
+
+
+def test_keras_bf16_is_opt_in_verified_timed_and_loads_in_safe_mode(run_dir, tmp_path, capsys):
+    assert "keras_bf16" not in export.parse_formats("all")
+    out = tmp_path / "bf16"
+    manifest = export.export_run(run_dir, out, formats="keras,keras_bf16", latency_runs=5)
+    bf16 = manifest["artifacts"]["keras_bf16"]
+    check = bf16["verification"]
+    assert check["passed"] and check["criterion"] == export.DEFAULT_TOLERANCES["keras_bf16"]
+    assert check["top1_agreement"] >= 0.99 and 0 < check["max_abs_diff"] <= 0.05
+    assert bf16["path"] == "model_bf16.keras" and bf16["dtype_policies"] == ["bfloat16", "float32"]
+    model = keras.saving.load_model(out / "model_bf16.keras", safe_mode=True)
+    assert model.get_layer("conv1_conv").dtype_policy.name == "bfloat16"
+    assert model.layers[-1].dtype_policy.name == "float32" and model.output.dtype == "float32"
+    # Timed in turns with the float32 model.keras; the faster of the two is named.
+    keras_entry = manifest["artifacts"]["keras"]
+    assert keras_entry["latency_batch1"] == bf16["float32_latency_batch1"]
+    assert bf16["latency_batch1"]["interleaved_with"] == ["keras"]
+    fastest = manifest["fastest_keras"]
+    times = {
+        f: manifest["artifacts"][f]["latency_batch1"]["median_ms"] for f in ("keras", "keras_bf16")
+    }
+    assert fastest["measured"] and times[fastest["artifact"]] == min(times.values())
+    assert "fastest" not in manifest  # no TFLite file written
+    assert "fastest here: " + fastest["why"] in capsys.readouterr().out

@@ -7,6 +7,7 @@ atomically in one directory:
 ```
 saved_models/<name>/
   model.keras                 Keras 3 file (loads with safe_mode=True)
+  model_bf16.keras            opt-in `keras_bf16`: the same computing in bfloat16
   saved_model/                signatures serving_default (float32) and serving_uint8
   tflite/model_fp32.tflite    float32
   tflite/model_fp16.tflite    float16 weights (GPU delegate)
@@ -14,7 +15,8 @@ saved_models/<name>/
   tflite/model_int8.tflite    full integer: int8 input and output, calibrated
   model.onnx                  optional (`pip install keras3-resnet[onnx]`)
   labels.txt                  one class name a line, in output order
-  manifest.json               per artifact: size, I/O, quantisation, verification, latency
+  manifest.json               per artifact: size, I/O, quantisation, verification, latency;
+                              `fastest`: the fastest verified TFLite file here, and why
 ```
 
 Conversions are TensorFlow's and Keras' own: the SavedModel is written by
@@ -26,7 +28,8 @@ ONNX from `model.export(format="onnx")`. TFLite files are run with the
 `ai_edge_litert` interpreter, ONNX with onnxruntime.
 
 One module a concern: `options` (ExportOptions, formats, tolerances),
-`saved_model`, `tflite`, `onnx` (one a format), `verify`, `latency`, `source`
+`saved_model`, `tflite`, `onnx`, `keras_bf16` (one a format), `verify`, `latency`,
+`fastest` (the manifest's choice of artifact), `source`
 (a run or a `.keras` file), `target` (the output directory, written atomically),
 `report`, `export_utils` (shared helpers) and `core` (the writers' registry,
 `export_model`, `export_run`).

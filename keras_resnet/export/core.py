@@ -9,7 +9,11 @@ hold the model's BN-folded inference form (`keras_resnet.fold`) unless
 `fold=False`; the reference they are judged against is always the model as
 given, so a wrong fold fails the export. TFLite's converter folds BN itself
 (see `keras_resnet.fold`), so its files are the same either way; ONNX is
-written from the model as given.
+written from the model as given. `keras_bf16` (opt-in) is the served model
+computing in bfloat16 (`keras_resnet.export.keras_bf16`).
+
+After the writers, `keras_resnet.export.fastest` names the fastest verified
+TFLite file (and Keras file, with `keras_bf16`) from the latencies measured here.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ from keras_resnet.export.export_utils import (
     labels_of,
     tensor_info,
 )
-from keras_resnet.export.latency import keras_latency
+from keras_resnet.export.fastest import fastest_entries
+from keras_resnet.export.keras_bf16 import FILE as BF16_FILE
+from keras_resnet.export.keras_bf16 import bfloat16_model
+from keras_resnet.export.latency import interleaved_keras_latency, keras_latency
 from keras_resnet.export.onnx import run_onnx, write_onnx
 from keras_resnet.export.options import ExportOptions, resolve_options
 from keras_resnet.export.report import print_manifest, software_versions
@@ -50,16 +57,18 @@ from keras_resnet.export.target import LABELS, PRODUCER, check_output_dir, write
 from keras_resnet.export.tflite import (
     convert,
     gpu_delegate_report,
+    interleaved_tflite_latency,
     run_tflite,
     tflite_io,
-    tflite_latency,
 )
 from keras_resnet.export.verify import compare
 from keras_resnet.fold import fold_batchnorm, is_functional
+from keras_resnet.sizing import count_macs
 
 # Where each format's artifact goes inside the export directory.
 _FILES = {
     "keras": "model.keras",
+    "keras_bf16": BF16_FILE,
     "saved_model": "saved_model",
     **{f"tflite_{v}": f"tflite/model_{v}.tflite" for v in TFLITE_VARIANTS},
     "onnx": "model.onnx",
@@ -67,7 +76,12 @@ _FILES = {
 _RANDOM_VERIFY_SAMPLES = 32
 _BATCH = 64
 # The formats written from the folded model (TFLite: converted from the SavedModel).
-_FOLDED_FORMATS = ("keras", "saved_model", *(f"tflite_{v}" for v in TFLITE_VARIANTS))
+_FOLDED_FORMATS = (
+    "keras",
+    "keras_bf16",
+    "saved_model",
+    *(f"tflite_{v}" for v in TFLITE_VARIANTS),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,16 +149,37 @@ class _Written(NamedTuple):
     extra: dict[str, Any] | None = None
 
 
+def _keras_io(model: keras.Model) -> dict[str, Any]:
+    return {
+        "inputs": [tensor_info(tf.TensorSpec(model.input_shape), model.inputs[0].name)],
+        "outputs": [tensor_info(tf.TensorSpec(model.output_shape), "probabilities")],
+    }
+
+
 def _keras_artifact(job: _Job, fmt: str) -> _Written:
     path = job.out / _FILES[fmt]
     job.served.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True)
-    model = job.served
-    io_info = {
-        "inputs": [tensor_info(tf.TensorSpec(model.input_shape), model.inputs[0].name)],
-        "outputs": [tensor_info(tf.TensorSpec(model.output_shape), "probabilities")],
+    outputs = reloaded.predict(job.data.verify, batch_size=_BATCH, verbose=0)
+    return _Written(path, _keras_io(job.served), outputs)
+
+
+def _keras_bf16_artifact(job: _Job, fmt: str) -> _Written:
+    """The served model in bfloat16, timed in turns with the float32 one it replaces."""
+    path = job.out / _FILES[fmt]
+    bfloat16_model(job.served).save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    outputs = reloaded.predict(job.data.verify, batch_size=_BATCH, verbose=0)
+    extra: dict[str, Any] = {
+        "dtype_policies": sorted({la.dtype_policy.name for la in reloaded.layers[1:]}),
     }
-    return _Written(path, io_info, reloaded.predict(job.data.verify, batch_size=_BATCH, verbose=0))
+    if job.options.latency_runs:
+        timed = interleaved_keras_latency(
+            {"keras": job.served, "keras_bf16": reloaded}, runs=job.options.latency_runs
+        )
+        extra["latency_batch1"] = timed["keras_bf16"]
+        extra["float32_latency_batch1"] = timed["keras"]
+    return _Written(path, _keras_io(reloaded), outputs, extra)
 
 
 def _saved_model_artifact(job: _Job, fmt: str) -> _Written:
@@ -170,14 +205,9 @@ def _tflite_artifact(job: _Job, fmt: str) -> _Written:
     path.parent.mkdir(exist_ok=True)
     variant = fmt.removeprefix("tflite_")
     path.write_bytes(convert(job.saved_model(), variant, job.data.representative))
-    threads = job.options.num_threads
-    outputs = run_tflite(path, job.data.verify, num_threads=threads)
+    outputs = run_tflite(path, job.data.verify, num_threads=job.options.num_threads)
     extra = {"gpu_delegate": gpu_delegate_report(path)}
-    if job.options.latency_runs:
-        extra["latency_batch1"] = tflite_latency(
-            path, runs=job.options.latency_runs, num_threads=threads
-        )
-    return _Written(path, tflite_io(path), outputs, extra)
+    return _Written(path, tflite_io(path), outputs, extra)  # timed with the others at the end
 
 
 def _onnx_artifact(job: _Job, fmt: str) -> _Written:
@@ -190,6 +220,7 @@ def _onnx_artifact(job: _Job, fmt: str) -> _Written:
 # One writer a format, run in `FORMATS` order (the TFLite files convert from the SavedModel).
 WRITERS: dict[str, Callable[[_Job, str], _Written]] = {
     "keras": _keras_artifact,
+    "keras_bf16": _keras_bf16_artifact,
     "saved_model": _saved_model_artifact,
     **{f"tflite_{v}": _tflite_artifact for v in TFLITE_VARIANTS},
     "onnx": _onnx_artifact,
@@ -218,7 +249,24 @@ def _write_artifacts(job: _Job) -> dict[str, Any]:
             **(written.extra or {}),
         }
         job.done(fmt)
-    manifest: dict[str, Any] = {"producer": PRODUCER, "format_version": 1, "artifacts": artifacts}
+    tflite = {f: job.out / a["path"] for f, a in artifacts.items() if f.startswith("tflite_")}
+    if job.options.latency_runs and tflite:
+        timed = interleaved_tflite_latency(
+            tflite, runs=job.options.latency_runs, num_threads=job.options.num_threads
+        )
+        for fmt, record in timed.items():
+            artifacts[fmt]["latency_batch1"] = record
+    float32_timed = artifacts.get("keras_bf16", {}).get("float32_latency_batch1")
+    if "keras" in artifacts and float32_timed:
+        artifacts["keras"]["latency_batch1"] = float32_timed  # model.keras holds job.served
+    manifest: dict[str, Any] = {
+        "producer": PRODUCER,
+        "format_version": 1,
+        "artifacts": artifacts,
+        **fastest_entries(
+            artifacts, macs=count_macs(job.served) if "keras_bf16" in artifacts else None
+        ),
+    }
     formats, runs = job.options.formats, job.options.latency_runs
     if runs and any(f.startswith("tflite_") for f in formats):
         manifest["keras_latency_batch1"] = keras_latency(job.served, runs=runs)

@@ -22,6 +22,7 @@ from keras_resnet.constants import (
     PREPROCESSING,
     TFLITE_VARIANTS,
 )
+from keras_resnet.export.keras_bf16 import TOLERANCE as BF16_TOLERANCE
 from keras_resnet.export.onnx import ONNX_PACKAGES, onnx_available
 
 # Acceptance of each artifact against the Keras model on the verification images.
@@ -31,6 +32,7 @@ from keras_resnet.export.onnx import ONNX_PACKAGES, onnx_available
 # as the SavedModel's, not a byte-identical reload.
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "keras": {"max_abs_diff": 1e-5},
+    "keras_bf16": BF16_TOLERANCE,  # bfloat16's 8-bit significand: see export/keras_bf16.py
     "saved_model": {"max_abs_diff": 1e-5},
     "saved_model_uint8": {"max_abs_diff": 1e-5},
     "tflite_fp32": {"max_abs_diff": 1e-5},
@@ -91,7 +93,8 @@ class ExportOptions:
     """How `export_model` and `export_run` export; every value checked when it is made.
 
     Attributes:
-        formats: `"all"` (every format; ONNX when its extra is installed),
+        formats: `"all"` (every format but the opt-in `keras_bf16`; ONNX when its
+            extra is installed),
             `"tflite"` (the four variants), or names from `FORMATS`; stored as
             the tuple of format names it stands for, in `FORMATS` order.
         preprocessing: what the uint8 signature does to 0..255 pixels before the

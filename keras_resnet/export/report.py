@@ -39,17 +39,22 @@ def software_versions(formats: Iterable[str] = ()) -> dict[str, Any]:
 def print_manifest(manifest: dict[str, Any], where: str | os.PathLike | None = None) -> None:
     """A table of the artifacts: size, batch-1 latency, agreement with Keras.
 
+    The fastest verified TFLite file (the manifest's `fastest`) and, with `keras_bf16`,
+    Keras file (`fastest_keras`) are marked `*`, and why is printed under the table.
+
     Example:
         >>> print_manifest(export_run("runs/demo", "saved_models/demo", verbose=False))
     """
     rows = [("artifact", "size", "latency b1", "max |diff|", "top-1 agree", "accuracy", "GPU ops")]
-    for a in manifest["artifacts"].values():
+    choices = [manifest[k] for k in ("fastest", "fastest_keras") if k in manifest]
+    marked = {c["artifact"] for c in choices if c.get("measured")}
+    for fmt, a in manifest["artifacts"].items():
         v = a["verification"]
         latency = a.get("latency_batch1", {}).get("median_ms")
         gpu = a.get("gpu_delegate")
         rows.append(
             (
-                a["path"],
+                a["path"] + (" *" if fmt in marked else ""),
                 human_size(a["size_bytes"]),
                 f"{latency:.3f} ms" if latency is not None else "",
                 f"{v['max_abs_diff']:.2e}",
@@ -73,6 +78,9 @@ def print_manifest(manifest: dict[str, Any], where: str | os.PathLike | None = N
     keras_ms = manifest.get("keras_latency_batch1", {}).get("median_ms")
     if keras_ms is not None:
         print(f"  Keras (tf.function) batch-1 latency: {keras_ms:.3f} ms")
+    for choice in choices:
+        mark = "*" if choice.get("measured") else " "
+        print(f"  {mark} fastest here: {choice['why']}")
 
 
 def human_size(n: int) -> str:

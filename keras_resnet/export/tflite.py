@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import tensorflow as tf
 from keras_resnet.constants import TFLITE_VARIANTS
 from keras_resnet.export.export_utils import as_images, check_classifier, package_version
 from keras_resnet.export.saved_model import write_saved_model
-from keras_resnet.timing import MIN_SAMPLE_SECONDS, latency
+from keras_resnet.timing import MIN_SAMPLE_SECONDS, interleaved_latency, latency
 
 
 def _check_variant(variant: str) -> None:
@@ -185,6 +186,17 @@ def tflite_latency(
         >>> tflite_latency("tflite/model_int8.tflite")["median_ms"]
     """
     threads = num_threads or os.cpu_count() or 1
+    result = latency(
+        _batch1_invoke(model, threads, xnnpack),
+        samples=runs,
+        warmup=warmup,
+        min_sample_seconds=min_sample_seconds,
+    )
+    return {**result, **_runtime(threads, xnnpack)}
+
+
+def _batch1_invoke(model: bytes | str | os.PathLike, threads: int, xnnpack: bool):
+    """The interpreter's `invoke`, set up for one random image (quantised for int8 inputs)."""
     interpreter = _interpreter(model, threads, xnnpack)
     inp = interpreter.get_input_details()[0]
     shape = [1, *[int(d) for d in inp["shape"][1:]]]
@@ -193,14 +205,43 @@ def tflite_latency(
     rng = np.random.default_rng(0)
     x = _quantize(rng.uniform(0.0, 1.0, shape).astype(np.float32), inp)
     interpreter.set_tensor(inp["index"], x)
-    result = latency(
-        interpreter.invoke, samples=runs, warmup=warmup, min_sample_seconds=min_sample_seconds
-    )
+    return interpreter.invoke
+
+
+def _runtime(threads: int, xnnpack: bool) -> dict[str, Any]:
     return {
-        **result,
         "num_threads": threads,
         "runtime": f"ai_edge_litert {package_version('ai-edge-litert')}",
         "kernels": "XNNPACK delegate" if xnnpack else "builtin kernels, no default delegate",
+    }
+
+
+def interleaved_tflite_latency(
+    models: Mapping[str, bytes | str | os.PathLike],
+    *,
+    runs: int = 50,
+    warmup: int = 5,
+    num_threads: int | None = None,
+    xnnpack: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """`tflite_latency` of several `.tflite` files timed in turns (`timing.interleaved_latency`).
+
+    A change of the machine's load during the timing falls on every file alike, so their
+    ranking (the export's `fastest`) is not decided by when each one happened to run.
+
+    Example:
+        >>> interleaved_tflite_latency({"fp32": "model_fp32.tflite", "int8": "model_int8.tflite"})
+    """
+    threads = num_threads or os.cpu_count() or 1
+    calls = {name: _batch1_invoke(model, threads, xnnpack) for name, model in models.items()}
+    timed = interleaved_latency(calls, samples=runs, warmup=warmup)
+    return {
+        name: {
+            **record,
+            **_runtime(threads, xnnpack),
+            "interleaved_with": sorted(set(calls) - {name}),
+        }
+        for name, record in timed.items()
     }
 
 
