@@ -109,17 +109,21 @@ def forward(net: Net, batch: int, call: str = "predict_on_batch") -> Side:
     return Side(f"{net.what} {call}, batch {batch}", make, work=batch)
 
 
-def train_step(net: Net, batch: int) -> Side:
-    """One `train_on_batch` of a random batch, SGD with momentum (`models.compile_for_training`)."""
+def train_step(net: Net, batch: int, *, jit_compile: bool | str = "auto") -> Side:
+    """One `train_on_batch` of a random batch, SGD with momentum (`models.compile_for_training`).
+
+    `jit_compile` is `model.compile`'s ("auto": Keras' choice, XLA off on a CPU-only host).
+    """
 
     def make(s: Settings) -> Callable[[], Any]:
         model = net.build(_shape(s))
-        compile_for_training(model)
+        compile_for_training(model, jit_compile=jit_compile)
         rng = np.random.default_rng(6)
         images = rng.random((batch, *_shape(s)), dtype=np.float32)
         return train_call(model, images, rng.integers(0, model.output_shape[-1], batch))
 
-    return Side(f"{net.what} train_on_batch, batch {batch}", make, work=batch)
+    xla = "" if jit_compile == "auto" else f" jit_compile={jit_compile}"
+    return Side(f"{net.what} train_on_batch{xla}, batch {batch}", make, work=batch)
 
 
 def tflite(net: Net, variant: str, *, num_threads: int | None = None) -> Side:
@@ -184,6 +188,29 @@ def folded_net(name: str, *, dtype_policy: str | None = None) -> Net:
     return Net(f"fold_batchnorm({plain.what})", build)
 
 
+def compiled_net(net: Net, *, jit_compile: bool) -> Net:
+    """`net` compiled with `jit_compile` (XLA on or off), which its `predict_on_batch` uses."""
+
+    def build(shape: Shape):
+        model = net.build(shape)
+        compile_for_training(model, jit_compile=jit_compile)
+        return model
+
+    return Net(f"{net.what} jit_compile={jit_compile}", build)
+
+
+def bf16_export_net(name: str) -> Net:
+    """The export's `keras_bf16` form of `keras_resnet.<name>`: folded, then bfloat16."""
+    folded = folded_net(name)
+
+    def build(shape: Shape):
+        from keras_resnet.export.keras_bf16 import bfloat16_model
+
+        return bfloat16_model(folded.build(shape))
+
+    return Net(f"keras_bf16 of {folded.what}", build)
+
+
 def _cpu_has(*flags: str) -> bool:
     from keras_resnet.precision import cpu_flags
 
@@ -232,6 +259,27 @@ ROWS: tuple[Row, ...] = (
         )
         if BF16_CPU
         else ()
+    ),
+    # The export's keras_bf16 artifact against the float32 folded model it is made from.
+    *(
+        Row(
+            f"forward keras_bf16 vs fold_batchnorm(ResNet50) float32, batch {batch}",
+            candidate=forward(bf16_export_net("ResNet50"), batch, "tf.function"),
+            reference=forward(folded_net("ResNet50"), batch, "tf.function"),
+        )
+        for batch in ((1, 32) if BF16_CPU else ())
+    ),
+    # XLA on a CPU (Keras' jit_compile="auto" leaves it off without a GPU): measured, so
+    # the default is a finding; the GPU section measures it on GPUs.
+    Row(
+        "train step ResNet50 jit_compile=True vs False, batch 16",
+        candidate=train_step(keras_resnet_net("ResNet50"), 16, jit_compile=True),
+        reference=train_step(keras_resnet_net("ResNet50"), 16, jit_compile=False),
+    ),
+    Row(
+        "forward ResNet50 jit_compile=True vs False, batch 32",
+        candidate=forward(compiled_net(keras_resnet_net("ResNet50"), jit_compile=True), 32),
+        reference=forward(compiled_net(keras_resnet_net("ResNet50"), jit_compile=False), 32),
     ),
     Row(
         f"TFLite ResNet50 int8 vs fp32, batch 1 (int8 instructions: {_int8_isa()})",

@@ -31,3 +31,18 @@ def test_the_listed_names_are_the_ones_the_code_uses():
     )
     for module, _ in PRIVATE:
         assert module in code or module.rsplit(".", 1)[0] in code, module
+
+
+def test_keras_leaves_xla_off_when_only_a_cpu_trains():
+    """train() compiles with Keras' jit_compile="auto": XLA off on a CPU-only host, which
+    docs/performance.md measured faster there (train step 0.41x with XLA). A Keras that
+    turns it on for CPUs changes our measured default: this fails first."""
+    import keras
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: Keras' auto turns XLA on, as measured wanted there")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    assert model.jit_compile is False
