@@ -146,7 +146,10 @@ def _plan(model: keras.Model) -> _Plan:
     config = model.get_config()
     nodes = {lc["name"]: lc["inbound_nodes"] for lc in config["layers"]}
     layer_configs = {lc["name"]: lc.get("config", {}) for lc in config["layers"]}
-    layers = {name: model.get_layer(name) for name in nodes}
+    # Graph nodes that are not layers (keras.ops calls such as preprocess_input's, which
+    # the config lists as operations) are neither dropped nor folded: clone_model reruns them.
+    by_name = {layer.name: layer for layer in model.layers}
+    layers = {name: by_name[name] for name in nodes if name in by_name}
     identity = {
         name
         for name, layer in layers.items()
@@ -168,9 +171,10 @@ def _plan(model: keras.Model) -> _Plan:
         if type(layer) is not keras.layers.BatchNormalization or len(nodes[name]) != 1:
             continue
         ref = source(next(_refs(nodes[name])))
-        conv = layers[ref[0]]
+        conv = layers.get(ref[0])
         if (
-            len(nodes[ref[0]]) == 1
+            conv is not None
+            and len(nodes[ref[0]]) == 1
             and uses[ref] == 1
             and _foldable_into(conv, layer, layer_configs[ref[0]])
         ):
@@ -242,9 +246,11 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
             trained or loaded weights. It is not changed.
 
     Returns:
-        A new functional `keras.Model` with the same inputs, outputs and
-        layer names (minus the folded BNs and dropped identities) that
-        computes `model(x, training=False)` up to float32 rounding.
+        A new, uncompiled functional `keras.Model` with the same inputs,
+        outputs and layer names (minus the folded BNs and dropped identities)
+        that computes `model(x, training=False)` up to float32 rounding.
+        Layers that are `keras.ops` calls (e.g. `preprocess_input` inside the
+        model) are kept as they are.
 
     Raises:
         ValueError: `model` is not a functional keras.Model.
@@ -295,4 +301,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
             layer.set_weights(_fold_weights(source, model.get_layer(plan.folded[layer.name])))
         else:
             layer.set_weights(source.get_weights())
-    return folded
+    # clone_model compiles the clone with the original's optimizer object, whose slot
+    # variables (two per weight for Adam) a saved .keras then carries: 128 MiB instead
+    # of 43 for a fine-tuned ResNet18. The inference form is returned uncompiled.
+    return keras.Model(folded.inputs, folded.outputs, name=folded.name)

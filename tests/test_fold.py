@@ -269,6 +269,34 @@ def test_a_nested_functional_model_is_folded_inside():
     assert not any(isinstance(x, keras.layers.BatchNormalization) for x in folded_inner.layers)
 
 
+@pytest.mark.parametrize("mode", ["caffe", "torch"])
+def test_keras_ops_in_the_graph_are_kept(mode):
+    """preprocess_input inside a model is keras.ops calls (graph nodes that are not layers)."""
+    inner = build_resnet(tiny_spec(), input_shape=(32, 32, 3), include_top=False, pooling="avg")
+    randomize(inner)
+    inputs = keras.Input((32, 32, 3))
+    x = keras_resnet.preprocess_input(keras.layers.Rescaling(255.0)(inputs), mode=mode)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(inner(x)))
+    folded = fold_batchnorm(model)
+    assert_same(model, folded, images((32, 32, 3)))
+    assert not any(
+        isinstance(x, keras.layers.BatchNormalization) for x in folded.get_layer(inner.name).layers
+    )
+
+
+def test_a_trained_models_optimizer_state_is_left_behind(tmp_path):
+    model = build_resnet(tiny_spec(), input_shape=(32, 32, 3), classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.train_on_batch(images((32, 32, 3), n=4), np.zeros(4))
+    folded = fold_batchnorm(model)
+    assert getattr(folded, "optimizer", None) is None
+    model.save(tmp_path / "model.keras")
+    folded.save(tmp_path / "folded.keras")
+    # Adam keeps two slots a weight: the folded file holds the weights alone.
+    sizes = [(tmp_path / name).stat().st_size for name in ("model.keras", "folded.keras")]
+    assert sizes[1] < 0.5 * sizes[0], sizes
+
+
 def test_the_model_is_not_changed():
     model = build_resnet(tiny_spec(), input_shape=(32, 32, 3), classes=10)
     randomize(model)
