@@ -1,13 +1,17 @@
-"""Multi-worker training (issue #18): real worker processes on 127.0.0.1, a real SIGKILL.
+"""Multi-worker training (issue #18): real worker processes on 127.0.0.1, real signals.
 
 One two-worker job of `keras-resnet train --strategy multiworker` (ResNet-20 at width 0.25
-on the 8x8 digits, 3 epochs, global batch 64): worker 1 is killed with SIGKILL as soon as
-the chief's checkpoint of epoch 1 exists. TensorFlow cannot let a restarted worker rejoin a
-running cluster: the chief's next collective op fails (the peer reset the connection), it
-exits with one line, and every worker is started again with the same command; the job
-resumes from the last finished epoch. Beside it, one process trains the same recipe with
-the same loop on two replicas (MirroredStrategy over two logical CPUs): the same arithmetic
-as two workers, so their first epochs agree exactly. Both run in the background while the
+on the 8x8 digits, 3 epochs, global batch 64) in three phases. First, worker 1 is killed
+with SIGKILL as soon as the chief's checkpoint of epoch 1 exists. TensorFlow cannot let a
+restarted worker rejoin a running cluster: the chief's next collective op fails (the peer
+reset the connection), it exits with one line, and every worker is started again with the
+same command; the job resumes from the last finished epoch. Second, once that rerun has
+finished epoch 2, worker 1 gets SIGTERM (a preemption notice): both workers save at the
+same step of epoch 3 and exit with status 42. Third, the same command again finishes the
+job from that step. Beside it, one process trains the same recipe with the same loop on
+two replicas (MirroredStrategy over two logical CPUs), uninterrupted: the same arithmetic
+as two workers, and, each epoch's batches being a function of the seed and the epoch, the
+same batches, so the job's every epoch equals it. Both run in the background while the
 one-replica runs of this file train in this process, sharing the cores.
 
 Every subprocess has a timeout and is killed in a `finally`.
@@ -35,6 +39,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.spec import get_spec
 from keras_resnet.training import multiworker, train
 from keras_resnet.training.cluster import LOCAL, parse_tf_config
@@ -52,22 +57,23 @@ FLAGS = [
     "--batch-size", "64", "--warmup-epochs", "0", "--epochs", str(EPOCHS), "--no-augment",
 ]  # fmt: skip
 SPEC = dataclasses.replace(get_spec("resnet20"), width=0.25)
+STEPS_PER_EPOCH = 20  # 1,258 training images in batches of 64
 PHASE_TIMEOUT = 420  # seconds for each phase of the job on two busy cores
 # Seed 2 also takes mixed_float16 (the LossScaleOptimizer fit compiles) and label
 # smoothing (one-hot targets), whose first epoch agrees to float16's rounding.
 SEEDS = {0: {}, 1: {}, 2: dict(mixed_precision="mixed_float16", label_smoothing=0.1)}
-# The custom loop and fit share the first epoch to float rounding; after it Keras'
-# EpochIterator makes a spare iterator at each epoch's end, so fit's epoch k reads the
-# pipeline's (2k-1)-th shuffle and the loop the k-th, and the runs part as two seeds would:
-# measured 0.947-0.972 test accuracy, at most 0.008 apart on a seed.
-FIRST_EPOCH_RTOL = {0: 1e-4, 1: 1e-4, 2: 1e-3}
-LOOP_VS_FIT = 0.04
-# Two workers and one process with two replicas do the same sums in the same order.
+# Given the same batches, the custom loop and fit agree on every epoch to float rounding
+# (float16's under mixed precision).
+LOOP_VS_FIT_RTOL = {0: 1e-3, 1: 1e-3, 2: 1e-2}
+LOOP_VS_FIT = 0.01  # test accuracy
+# Two workers and one process with two replicas do the same sums in the same order, on the
+# same batches (each epoch's order is a function of the seed and the epoch), so the job,
+# killed and preempted, and the uninterrupted process agree on every epoch: their weights
+# bit for bit, their scores to rounding (at a preemption the BN statistics are averaged
+# before the save, and again at the epoch's end).
 SAME_ARITHMETIC_RTOL = 1e-6
-# After the kill the rerun's pipeline starts its shuffle over (fit's resume does the same),
-# so the job's last epochs see other batches than the uninterrupted reference: the noise
-# of a reshuffle (measured 0.953 against 0.947).
-KILLED_VS_UNINTERRUPTED = 0.04
+ONE_POINT = 0.01  # the issue's bound on the test accuracy; the runs agree far closer
+PREEMPTED = multiworker.PREEMPTED_EXIT_CODE
 
 
 # --- the two-worker job, in the background ----------------------------------------------------
@@ -101,7 +107,7 @@ train(spec, "digits", output_dir=sys.argv[2], strategy=strategy, verbose=2,
 
 
 class Job:
-    """`keras-resnet train --strategy multiworker` on two local workers, killed once and rerun.
+    """`keras-resnet train --strategy multiworker` on two local workers: killed, preempted, done.
 
     Runs in a thread; `result()` waits for it (and raises what went wrong in it).
     """
@@ -150,29 +156,59 @@ class Job:
     def _main(self) -> None:
         try:
             reference = self._reference()
-            chief, worker = self._start(0, "first"), self._start(1, "first")
-            checkpoint = self.run / "backup" / multiworker.CHECKPOINTS / "checkpoint"
-            seen = run_until(chief, checkpoint.exists, timeout=PHASE_TIMEOUT, poll=0.05)
-            self.facts["checkpoint_seen"] = seen
-            if not seen:
-                return
-            worker.send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            self.facts["killed_exit"] = self._wait(worker, "first", 1)
-            self.facts["history_at_kill"] = _history(self.run)
-            self.facts["chief_exit"] = self._wait(chief, "first", 0)
-            self.facts["chief_stopped_after"] = time.monotonic() - killed
-            chief, worker = self._start(0, "second"), self._start(1, "second")
-            self.facts["second_exits"] = (
-                self._wait(chief, "second", 0),
-                self._wait(worker, "second", 1),
-            )
+            self._killed()
+            if self.facts.get("checkpoint_seen"):
+                self._preempted()
+            if self.facts.get("preempted_exits") == (PREEMPTED, PREEMPTED):
+                self.facts["third_exits"] = self._phase("third")
             self.facts["reference_exit"] = reference.wait(timeout=PHASE_TIMEOUT)
             self.logs["reference"] = (self.root / "reference.log").read_text()
         except BaseException as e:  # reported by result()
             self.error = e
         finally:
             self.stop()
+
+    def _killed(self) -> None:
+        """Worker 1 gets SIGKILL once the chief's checkpoint of epoch 1 exists."""
+        chief, worker = self._start(0, "first"), self._start(1, "first")
+        checkpoint = self.run / "backup" / multiworker.CHECKPOINTS / "checkpoint"
+        seen = run_until(chief, checkpoint.exists, timeout=PHASE_TIMEOUT, poll=0.05)
+        self.facts["checkpoint_seen"] = seen
+        if not seen:
+            return
+        worker.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        self.facts["killed_exit"] = self._wait(worker, "first", 1)
+        self.facts["history_at_kill"] = _history(self.run)
+        self.facts["chief_exit"] = self._wait(chief, "first", 0)
+        self.facts["chief_stopped_after"] = time.monotonic() - killed
+
+    def _preempted(self) -> None:
+        """The rerun: worker 1 gets SIGTERM once the chief has printed epoch 2 (its first)."""
+        chief, worker = self._start(0, "second"), self._start(1, "second")
+        log = self.root / "second-worker0.log"
+        printed = lambda: re.search(r"^Epoch 2/", log.read_text(), re.M) is not None  # noqa: E731
+        seen = run_until(chief, printed, timeout=PHASE_TIMEOUT, poll=0.02)
+        self.facts["epoch_2_seen"] = seen
+        if not seen:
+            return
+        worker.send_signal(signal.SIGTERM)
+        self.facts["preempted_exits"] = (
+            self._wait(chief, "second", 0),
+            self._wait(worker, "second", 1),
+        )
+        self.facts["history_at_preemption"] = _history(self.run)
+        latest = tf.train.latest_checkpoint(str(self.run / "backup" / multiworker.CHECKPOINTS))
+        if latest:
+            reader = tf.train.load_checkpoint(latest)
+            self.facts["saved_at"] = tuple(
+                int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                for name in ("epoch", "step")
+            )
+
+    def _phase(self, phase: str) -> tuple[int, int]:
+        chief, worker = self._start(0, phase), self._start(1, phase)
+        return self._wait(chief, phase, 0), self._wait(worker, phase, 1)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -181,11 +217,11 @@ class Job:
                 process.wait()
 
     def result(self) -> Job:
-        self.thread.join(timeout=3 * PHASE_TIMEOUT)
+        self.thread.join(timeout=4 * PHASE_TIMEOUT)
         self.stop()
         if self.error is not None:
             raise self.error
-        assert self.facts.get("checkpoint_seen"), self.logs
+        assert self.facts.get("checkpoint_seen") and self.facts.get("epoch_2_seen"), self.logs
         return self
 
 
@@ -223,6 +259,19 @@ def _keras_digest(path: Path) -> str:
 # --- single-process runs, in this process -----------------------------------------------------
 
 
+def _one_order(seed: int) -> DatasetSplits:
+    """The recipe's digits splits of `seed`, with one train order for every epoch.
+
+    `fit` reads a new pass of its pipeline each epoch and a spare one after it (Keras'
+    EpochIterator), the loop each epoch's own (`train_for_epoch`): given one order, both
+    train on the same batches, so any difference is the loops'.
+    """
+    data = DataOptions(image_size=RECIPE["image_size"], augment=False)
+    splits = load_splits("digits", data, batch_size=RECIPE["batch_size"], seed=seed)
+    once = splits.train_for_epoch(0)
+    return dataclasses.replace(splits, train=once, train_for_epoch=lambda epoch: once)
+
+
 def _train_here(tmp: Path, loop: str, seed: int, **overrides) -> tuple[dict, list[dict], Path]:
     """One run of the recipe in this process: `fit`, or the custom loop on one replica."""
     with pytest.MonkeyPatch.context() as patch:
@@ -230,10 +279,9 @@ def _train_here(tmp: Path, loop: str, seed: int, **overrides) -> tuple[dict, lis
             # The loop's dispatch, for the default strategy (one replica, no cluster).
             patch.setattr(multiworker, "custom_loop_task", lambda strategy: LOCAL)
         keras.utils.set_random_seed(seed)  # the initial weights, for fit (the loop sets it too)
-        tf.random.set_seed(None)  # the pipeline's shuffle seeds as in a fresh process
         run = tmp / f"{loop}-{seed}"
         hyperparameters = {**RECIPE, "seed": seed, **overrides}
-        metrics = train(SPEC, "digits", output_dir=run, verbose=0, **hyperparameters)
+        metrics = train(SPEC, _one_order(seed), output_dir=run, verbose=0, **hyperparameters)
     return metrics, _history(run), run
 
 
@@ -250,15 +298,16 @@ def local_runs(job, tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_custom_loop_on_one_machine_trains_as_fit_does(local_runs):
-    """Same seed, same recipe: the first epoch equal to rounding, test accuracy within noise."""
+    """Same seed, same recipe, same batches: every epoch and the test accuracy equal to rounding."""
     for seed in SEEDS:
         custom, custom_rows, _ = local_runs["custom", seed]
         fit, fit_rows, _ = local_runs["fit", seed]
         assert len(custom_rows) == len(fit_rows) == EPOCHS
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            assert float(custom_rows[0][key]) == pytest.approx(
-                float(fit_rows[0][key]), rel=FIRST_EPOCH_RTOL[seed]
-            ), (seed, key)
+        for epoch, (row, expected) in enumerate(zip(custom_rows, fit_rows, strict=True)):
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                assert float(row[key]) == pytest.approx(
+                    float(expected[key]), rel=LOOP_VS_FIT_RTOL[seed]
+                ), (seed, epoch, key)
         assert abs(custom["test_accuracy"] - fit["test_accuracy"]) <= LOOP_VS_FIT, seed
         assert custom["test_accuracy"] > 0.9 and fit["test_accuracy"] > 0.9, seed
         assert custom["params"] == fit["params"] == SPEC.count_params(channels=1, classes=10)
@@ -283,23 +332,21 @@ def test_a_killed_worker_stops_the_job_and_a_rerun_resumes_from_the_last_finishe
     errors = [line for line in job.logs["first-worker0"].splitlines() if "another worker" in line]
     assert len(errors) == 1 and "rerun the same command on every worker" in errors[0]
     assert "Traceback" not in job.logs["first-worker0"]
-    assert facts["second_exits"] == (0, 0), job.logs["second-worker0"][-3000:]
 
     finished_before = len(facts["history_at_kill"])
-    assert 1 <= finished_before < EPOCHS
+    assert finished_before == 1  # killed once epoch 1's checkpoint existed, before epoch 2's
+    # The rerun trained from epoch 2 on (until its preemption in epoch 3).
+    assert sorted(_digests(job.logs["second-worker0"])) == [2]
+    assert facts["history_at_preemption"][:finished_before] == facts["history_at_kill"]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] == finished_before - 1
     assert metrics["epochs_run"] == EPOCHS
-    # The rerun trained only the epochs after the last finished one.
-    second = _digests(job.logs["second-worker0"])
-    assert sorted(second) == list(range(finished_before + 1, EPOCHS + 1))
 
-    # Nothing lost, nothing twice: one history row per epoch, the rows written before the
-    # kill kept as they were, every file of a run and no leftovers (backup, worker dirs,
+    # Nothing lost, nothing twice: one history row per epoch, the rows written before each
+    # stop kept as they were, every file of a run and no leftovers (backup, worker dirs,
     # temporary files).
     rows = _history(run)
     assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS))
-    assert rows[:finished_before] == facts["history_at_kill"]
+    assert rows[:2] == facts["history_at_preemption"]
     names = {p.name for p in run.iterdir()}
     assert names == {
         ".keras_resnet.lock", "run.json", "metrics.json", "history.csv", "best.keras",
@@ -314,24 +361,58 @@ def test_a_killed_worker_stops_the_job_and_a_rerun_resumes_from_the_last_finishe
 
 
 @pytest.mark.slow
+def test_sigterm_saves_every_worker_at_one_step_and_a_rerun_resumes_from_it(job):
+    job = job.result()
+    facts = job.facts
+    chief, worker = job.logs["second-worker0"], job.logs["second-worker1"]
+    assert facts["preempted_exits"] == (PREEMPTED, PREEMPTED), chief[-3000:] + worker[-3000:]
+    lines = [
+        [line for line in log.splitlines() if line.startswith("keras-resnet train: preempted")]
+        for log in (chief, worker)
+    ]
+    assert all(len(found) == 1 for found in lines), lines
+    assert "Traceback" not in chief + worker
+    # Both saved after the same step of epoch 3, within it; the chief's checkpoint says so.
+    (said,) = set(re.findall(r"in epoch (\d+) after step (\d+)", lines[0][0] + lines[1][0]))
+    epoch, step = int(said[0]), int(said[1])
+    assert epoch == 3 and 0 < step < STEPS_PER_EPOCH, said
+    assert facts["saved_at"] == (epoch - 1, step)
+    assert len(facts["history_at_preemption"]) == epoch - 1
+    # The third run resumed there: it trained the rest of epoch 3 only, from that step.
+    assert facts["third_exits"] == (0, 0), job.logs["third-worker0"][-3000:]
+    for index in (0, 1):
+        log = job.logs[f"third-worker{index}"]
+        assert sorted(_digests(log)) == [3]
+        assert f"resuming epoch 3 at step {step} of {STEPS_PER_EPOCH}" in log, log[-3000:]
+    metrics = json.loads((job.run / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == epoch - 2
+
+
+@pytest.mark.slow
 def test_two_workers_hold_the_same_weights_and_compute_what_two_replicas_do(job):
+    """Killed, preempted and rerun, the job equals the uninterrupted process on every epoch."""
     job = job.result()
     assert job.facts["reference_exit"] == 0, job.logs["reference"][-3000:]
-    chief = {**_digests(job.logs["first-worker0"]), **_digests(job.logs["second-worker0"])}
-    worker = {**_digests(job.logs["first-worker1"]), **_digests(job.logs["second-worker1"])}
+    phases = ("first", "second", "third")
+    chief = {k: v for p in phases for k, v in _digests(job.logs[f"{p}-worker0"]).items()}
+    worker = {k: v for p in phases for k, v in _digests(job.logs[f"{p}-worker1"]).items()}
     assert sorted(chief) == list(range(1, EPOCHS + 1))
-    assert chief == worker  # after every epoch, before and after the kill
+    assert chief == worker  # after every epoch, before and after each stop
+    # Bit for bit the uninterrupted process's weights, every epoch: the same batches (each
+    # epoch's order a function of the seed and the epoch), the same sums of two replicas.
+    assert chief == _digests(job.logs["reference"])
     # The chief's last checkpoint holds exactly those weights.
     assert _keras_digest(job.run / "last.keras") == chief[EPOCHS]
-    done = re.findall(r"done; weights sha256 (\w+)", job.logs["second-worker1"])
+    done = re.findall(r"done; weights sha256 (\w+)", job.logs["third-worker1"])
     assert done == [chief[EPOCHS]]
-    # The epoch before the kill is the uninterrupted one process with two replicas.
     reference = _history(job.root / "reference")
     rows = _history(job.run)
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert float(rows[0][key]) == pytest.approx(
-            float(reference[0][key]), rel=SAME_ARITHMETIC_RTOL
-        ), key
+    assert len(reference) == len(rows) == EPOCHS
+    for epoch, (row, expected) in enumerate(zip(rows, reference, strict=True)):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(row[key]) == pytest.approx(
+                float(expected[key]), rel=SAME_ARITHMETIC_RTOL
+            ), (epoch, key)
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < 0.6 * losses[0], losses
 
@@ -342,11 +423,29 @@ def test_two_workers_reach_the_accuracy_of_one_process(job):
     two = json.loads((job.run / "metrics.json").read_text())
     one = json.loads((job.root / "reference" / "metrics.json").read_text())
     assert two["split_sizes"] == one["split_sizes"]
-    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= KILLED_VS_UNINTERRUPTED, (
+    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= ONE_POINT, (
         two["test_accuracy"],
         one["test_accuracy"],
     )
     assert two["test_accuracy"] > 0.9
+
+
+def test_an_epoch_s_batches_depend_on_the_seed_and_the_epoch_alone():
+    """What lets a rerun read what the uninterrupted run would: epoch 3 of a fresh pipeline is
+    epoch 3 of one that has read epochs 1 and 2 (the loop sets TF's global seed first)."""
+    tf.random.set_seed(0)
+    data = DataOptions(image_size=8, augment=False)
+
+    def labels(splits: DatasetSplits, epoch: int) -> np.ndarray:
+        return np.concatenate([y for _, y in splits.train_for_epoch(epoch).as_numpy_iterator()])
+
+    read = load_splits("digits", data, seed=0)
+    epochs = [labels(read, epoch) for epoch in range(3)]
+    assert np.array_equal(labels(load_splits("digits", data, seed=0), 2), epochs[2])
+    assert np.array_equal(labels(read, 2), epochs[2])  # read again: the same order
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert sorted(epochs[0]) == sorted(epochs[1])  # the same examples, another order
+    assert not np.array_equal(labels(load_splits("digits", data, seed=1), 2), epochs[2])
 
 
 # --- TF_CONFIG ---------------------------------------------------------------------------------
