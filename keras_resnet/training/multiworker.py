@@ -18,12 +18,14 @@ smoothing) as `fit`, and writes the same run directory through the same callback
 - checkpoints are `tf.train.CheckpointManager`'s: the chief writes
   `run_dir/backup/checkpoints/`, the other workers a temporary directory (TF's
   multi-worker tutorial), and on start the chief's restored state is broadcast to every
-  worker,
-  so killing any worker and restarting all of them resumes from the last finished
-  epoch (a shared filesystem is not needed for that);
+  worker, so killing any worker and restarting all of them resumes from the last
+  finished epoch (a shared filesystem is not needed for that);
 - `PreemptionCheckpointHandler` watches for SIGTERM on every worker: all of them
-  save at the same step and stop with `TrainingPreemptedError`; the rerun resumes
-  within the epoch.
+  average the BN statistics, save at the same step and stop with
+  `TrainingPreemptedError`; the rerun resumes at that step;
+- each epoch reads the pipeline's batches for that epoch (`train_for_epoch`: shuffled by
+  the seed and the epoch alone), so a resumed run trains on what the uninterrupted run
+  would have, and ends with its weights.
 
 Only the chief (task `chief`, else worker 0) writes the run directory. Before any
 collective op, the chief tells the other workers whether there is anything to
