@@ -400,3 +400,38 @@ def test_the_row_factories_for_folded_and_tflite_sides_run(tmp_path):
     for row in table:
         assert _positive(section["rows"][row.name]["ours_images_per_second"])
     assert "fold_batchnorm(keras_resnet.ResNet20)" in section["rows"][table[0].name]["candidate"]
+
+
+def test_the_row_factories_for_xla_and_keras_bf16_sides_run(tmp_path):
+    """#17's rows: XLA on and off and the export's keras_bf16 form, on a tiny net."""
+    from keras_resnet import build_resnet, fold_batchnorm
+    from keras_resnet.export.keras_bf16 import bfloat16_model
+    from tests.helpers import tiny_spec
+
+    def build(shape):
+        return build_resnet(tiny_spec(), input_shape=shape, classes=10)
+
+    net = rows.Net("tiny", build)
+    folded = rows.Net("folded tiny", lambda shape: fold_batchnorm(build(shape)))
+    bf16 = rows.Net("keras_bf16 tiny", lambda shape: bfloat16_model(folded.build(shape)))
+    table = (
+        rows.Row(
+            "forward tiny jit_compile=True vs False, batch 2",
+            candidate=rows.forward(rows.compiled_net(net, jit_compile=True), 2),
+            reference=rows.forward(rows.compiled_net(net, jit_compile=False), 2),
+        ),
+        rows.Row(
+            "forward keras_bf16 vs folded tiny, batch 2",
+            candidate=rows.forward(bf16, 2, "tf.function"),
+            reference=rows.forward(folded, 2, "tf.function"),
+        ),
+    )
+    section = _run_table(tmp_path, table)
+    for row in table:
+        assert _positive(section["rows"][row.name]["ours_images_per_second"])
+    # The train step's XLA side is compile(jit_compile=True), not run here: XLA compiling a
+    # train step took 23 s on this loaded host, ResNet50's in make bench.
+    assert rows.train_step(net, 2, jit_compile=True).what == (
+        "tiny train_on_batch jit_compile=True, batch 2"
+    )
+    assert rows.bf16_export_net("ResNet20").what.startswith("keras_bf16 of fold_batchnorm")
