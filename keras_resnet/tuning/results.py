@@ -23,6 +23,7 @@ from keras_resnet.constants import OBJECTIVES
 from keras_resnet.data import DatasetSplits
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
+from keras_resnet.training.tracing import build_training_state
 from keras_resnet.tuning.budgets import Budget
 from keras_resnet.tuning.hypermodel import METRICS, HyperResNet
 from keras_resnet.tuning.run_dir import (
@@ -412,6 +413,41 @@ def train_command(
 # --- all of it ------------------------------------------------------------------------------
 
 
+def _best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
+    """summary.json's `best`: the trial, its scores, its spec and training settings."""
+    spec: ResNetSpec = best["spec"]
+    return {
+        "trial_id": best["trial_id"],
+        **{name: best[name] for name in METRICS if best.get(name) is not None},
+        "params": int(model.count_params()),
+        "latency_ms": best["latency_ms"],
+        "epochs": best["epochs"],
+        "spec": spec.to_dict(),
+        "training": {
+            k: best[k] for k in ("optimizer", "learning_rate", "weight_decay", "batch_size")
+        },
+    }
+
+
+def _budget_summary(hm: HyperResNet, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's objective, budgets and how latency was measured (and predicted)."""
+    model = hm.latency_model
+    return {
+        "objective": hm.objective,
+        "max_params": hm.max_params,
+        "max_latency_ms": hm.max_latency_ms,
+        "latency_target": hm.latency_target.name,
+        "latency_threads": hm.latency_target.num_threads,
+        "latency_runtime": hm.latency_target.runtime(),
+        "latency_model": None
+        if model is None
+        else {
+            **model.to_dict(),
+            "rejected_unmeasured": sum(r["latency_source"] == "predicted" for r in rows),
+        },
+    }
+
+
 def write_results(
     kt_tuner: kt.Tuner,
     hm: HyperResNet,
@@ -446,23 +482,14 @@ def write_results(
     else:
         restore_best_trial(kt_tuner, best["trial_id"], run_dir)
     model = keras.saving.load_model(run_dir / BEST_MODEL, safe_mode=True)
+    build_training_state(model, splits.test)  # one trace of the test step, not two
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    spec: ResNetSpec = best["spec"]
-    train_hp = {k: best[k] for k in ("optimizer", "learning_rate", "weight_decay", "batch_size")}
     summary = {
-        "best": {
-            "trial_id": best["trial_id"],
-            **{name: best[name] for name in METRICS if best.get(name) is not None},
-            "params": int(model.count_params()),
-            "latency_ms": best["latency_ms"],
-            "epochs": best["epochs"],
-            "spec": spec.to_dict(),
-            "training": train_hp,
-        },
+        "best": _best_summary(best, model),
         "best_rule": BEST_RULE,
         "pareto_front": front_summary(front, hm.objective),
         "pareto_axes": {
@@ -476,18 +503,7 @@ def write_results(
         "retrain_epochs": config.retrain_epochs,
         "trials": counts,
         "infeasible_draws": getattr(kt_tuner.oracle, "infeasible_draws", 0),
-        "objective": hm.objective,
-        "max_params": hm.max_params,
-        "max_latency_ms": hm.max_latency_ms,
-        "latency_target": hm.latency_target.name,
-        "latency_threads": hm.latency_target.num_threads,
-        "latency_runtime": hm.latency_target.runtime(),
-        "latency_model": None
-        if hm.latency_model is None
-        else {
-            **hm.latency_model.to_dict(),
-            "rejected_unmeasured": sum(r["latency_source"] == "predicted" for r in rows),
-        },
+        **_budget_summary(hm, rows),
         "dataset": splits.to_dict(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "fingerprint": record["fingerprint"],
