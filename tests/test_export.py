@@ -893,7 +893,7 @@ def test_keras_bf16_is_opt_in_verified_timed_and_loads_in_safe_mode(run_dir, tmp
     assert bf16["path"] == "model_bf16.keras" and bf16["dtype_policies"] == ["bfloat16", "float32"]
     model = keras.saving.load_model(out / "model_bf16.keras", safe_mode=True)
     assert model.get_layer("conv1_conv").dtype_policy.name == "bfloat16"
-    assert model.layers[-1].dtype_policy.name == "float32" and model.output.dtype == "float32"
+    assert model.layers[-1].dtype_policy.name == "float32" and model.outputs[0].dtype == "float32"
     # Timed in turns with the float32 model.keras; the faster of the two is named.
     keras_entry = manifest["artifacts"]["keras"]
     assert keras_entry["latency_batch1"] == bf16["float32_latency_batch1"]

@@ -110,7 +110,9 @@ class ExportOptions:
         min_int8_agreement: shortcut for the int8 top-1 agreement (default 0.99).
         calibration_samples: training images that calibrate the int8 variant.
         verify_samples: held-out images every artifact is compared on.
-        latency_runs: batch-1 runs timed per TFLite variant (0: skip latency).
+        latency_runs: batch-1 samples per TFLite file, all files timed in turns so a
+            change of load falls on each alike (and per Keras file with `keras_bf16`);
+            the manifest's `fastest` compares them (0: skip latency).
         num_threads: LiteRT threads for the latency (default: all cores).
         fold: write the `.keras` file and the SavedModel (and so the TFLite
             files converted from it) from `keras_resnet.fold.fold_batchnorm(model)`,
