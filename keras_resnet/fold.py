@@ -304,4 +304,4 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     # clone_model compiles the clone with the original's optimizer object, whose slot
     # variables (two per weight for Adam) a saved .keras then carries: 128 MiB instead
     # of 43 for a fine-tuned ResNet18. The inference form is returned uncompiled.
-    return keras.Model(folded.inputs, folded.outputs, name=folded.name)
+    return keras.Model(folded.input, folded.output, name=folded.name)

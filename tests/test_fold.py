@@ -78,6 +78,7 @@ def check_fold(model, x, run=eager):
     assert bn_after_a_conv(model)
     folded = fold_batchnorm(model)
     assert_same(model, folded, x, run)
+    assert type(folded.output) is type(model.output)  # a tensor stays a tensor, not a list
     assert not bn_after_a_conv(folded)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     assert len(folded.layers) < len(model.layers)
