@@ -320,7 +320,8 @@ def _add_export(sub) -> None:
     p.add_argument(
         "--latency-runs",
         type=int,
-        help=f"batch-1 runs per TFLite file (default {constants.DEFAULT_LATENCY_RUNS})",
+        help=f"batch-1 samples per TFLite file, the files timed in turns; the fastest "
+        f"verified one is marked (default {constants.DEFAULT_LATENCY_RUNS}; 0: skip)",
     )
     p.add_argument(
         "--threads", dest="num_threads", type=int, help="LiteRT threads (default: all cores)"
