@@ -303,6 +303,32 @@ def latest_results(directory: Path) -> Path:
     return max(candidates)[1]
 
 
+def latest_rows_results(directory: Path) -> Path | None:
+    """The newest finished run, full or `--only rows`, whose `rows` section has no error.
+
+    The rows (benchmarks/rows.py) take longer than the rest of `make bench` together, so
+    they are often measured on their own; the README's rows block comes from such a run.
+    """
+    candidates = []
+    for path in directory.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or data.get("kind") not in ("full", "partial"):
+            continue
+        rows = data.get("sections", {}).get("rows")
+        if data.get("complete") and isinstance(rows, dict) and "error" not in rows:
+            candidates.append((data["date"], path))
+    return max(candidates)[1] if candidates else None
+
+
+def rows_markdown(results: dict[str, Any], source: str) -> str:
+    """The README's rows block: the rows section's comparisons, with their run's header."""
+    only_rows = {**results, "sections": {"rows": results["sections"]["rows"]}}
+    return summary_markdown(only_rows, source, every_ratio=True)
+
+
 def replace_block(text: str, block: str, content: str) -> str:
     """`text` with the lines between `block`'s start and end markers replaced by `content`."""
     start, end = f"<!-- bench:{block}:start -->", f"<!-- bench:{block}:end -->"
@@ -315,11 +341,21 @@ def replace_block(text: str, block: str, content: str) -> str:
     return f"{head}{start}\n{content}\n{end}{tail}"
 
 
-def render_readme(text: str, results: dict[str, Any], source: str) -> str:
-    """The README text with every bench block it has regenerated."""
+def render_readme(
+    text: str,
+    results: dict[str, Any],
+    source: str,
+    rows: tuple[dict[str, Any], str] | None = None,
+) -> str:
+    """The README text with every bench block it has regenerated.
+
+    `rows`: (results, source) of the run the rows block comes from (`latest_rows_results`).
+    """
     makers = {"summary": summary_markdown, "detail": detail_markdown}
     for block in BLOCKS:
         text = replace_block(text, block, makers[block](results, source))
+    if rows is not None:
+        text = replace_block(text, "rows", rows_markdown(*rows))
     return text
 
 
@@ -369,6 +405,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _source(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(BENCH_DIR.parent).as_posix()
+    except ValueError:
+        return path.name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -387,14 +430,15 @@ def main(argv: list[str] | None = None) -> int:
 
     path = latest_results(args.results) if args.results.is_dir() else args.results
     results = json.loads(path.read_text())
-    try:
-        source = path.resolve().relative_to(BENCH_DIR.parent).as_posix()
-    except ValueError:
-        source = path.name
+    source = _source(path)
+    rows_path = latest_rows_results(args.results) if args.results.is_dir() else None
+    if rows_path is None and "rows" in results.get("sections", {}):
+        rows_path = path
+    rows = (json.loads(rows_path.read_text()), _source(rows_path)) if rows_path else None
     stale = []
     for readme in args.readme:
         text = readme.read_text()
-        new = render_readme(text, results, source)
+        new = render_readme(text, results, source, rows)
         if new != text:
             stale.append(readme)
             if not args.check:

@@ -273,6 +273,30 @@ def test_latest_results_takes_the_newest_complete_full_run(tmp_path):
     assert report.latest_results(tmp_path).name == "b.json"
 
 
+def test_the_rows_block_comes_from_the_newest_run_that_measured_the_rows(tmp_path):
+    def write(name, rows=None, **data):
+        sections = {"rows": rows} if rows is not None else {}
+        (tmp_path / name).write_text(json.dumps({**data, "sections": sections}))
+
+    assert report.latest_rows_results(tmp_path) is None
+    write("a.json", rows={"rows": []}, kind="full", complete=True, date="2026-01-01T00:00:00")
+    write("b-partial.json", rows={"rows": []}, kind="partial", complete=True, date="2026-02-01")
+    write("c-partial.json", kind="partial", complete=True, date="2026-03-01")  # no rows
+    write("d-partial.json", rows={"error": "x"}, kind="partial", complete=True, date="2026-04-01")
+    write("e-quick.json", rows={"rows": []}, kind="quick", complete=True, date="2026-05-01")
+    write("f-partial.json", rows={"rows": []}, kind="partial", complete=False, date="2026-06-01")
+    assert report.latest_rows_results(tmp_path).name == "b-partial.json"
+
+    text = "x\n<!-- bench:rows:start -->\nstale line\n<!-- bench:rows:end -->\ny\n"
+    full = json.loads((REPO / "benchmarks/results/vm-2026-11-23-133938.json").read_text())
+    rows = json.loads((REPO / "benchmarks/results/vm-2026-12-02-014606-partial.json").read_text())
+    out = report.render_readme(text, full, "full.json", (rows, "rows.json"))
+    block = out.split("<!-- bench:rows:start -->\n")[1].split("\n<!-- bench:rows:end -->")[0]
+    assert "Source: `rows.json`" in block and "stale line" not in block
+    assert "TFLite ResNet50 int8 vs fp32" in block and "fold_batchnorm(ResNet50)" in block
+    assert "forward ResNet50 " not in block  # the full run's own sections stay out of it
+
+
 def test_results_file_is_named_after_host_date_and_kind(tmp_path):
     import datetime
 
