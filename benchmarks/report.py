@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -288,19 +289,33 @@ def summary_text(results: dict[str, Any]) -> str:
 # --- files --------------------------------------------------------------------------------
 
 
-def latest_results(directory: Path) -> Path:
-    """The newest full run that finished without a failed section (by its recorded date)."""
+def _newest(directory: Path, wanted: Callable[[dict[str, Any]], bool]) -> Path | None:
+    """The results file of `directory` with the latest recorded date among those `wanted`
+    accepts (files that are not a finished run's JSON object are skipped)."""
     candidates = []
     for path in directory.glob("*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if data.get("kind") == "full" and data.get("complete"):
+        if isinstance(data, dict) and data.get("complete") and wanted(data):
             candidates.append((data["date"], path))
-    if not candidates:
+    return max(candidates)[1] if candidates else None
+
+
+def latest_results(directory: Path) -> Path:
+    """The newest full run that finished without a failed section (by its recorded date)."""
+    path = _newest(directory, lambda data: data.get("kind") == "full")
+    if path is None:
         raise FileNotFoundError(f"no full benchmark results in {directory}; run `make bench`")
-    return max(candidates)[1]
+    return path
+
+
+def _has_rows(data: dict[str, Any]) -> bool:
+    rows = data.get("sections", {}).get("rows")
+    return (
+        data.get("kind") in ("full", "partial") and isinstance(rows, dict) and "error" not in rows
+    )
 
 
 def latest_rows_results(directory: Path) -> Path | None:
@@ -309,18 +324,7 @@ def latest_rows_results(directory: Path) -> Path | None:
     The rows (benchmarks/rows.py) take longer than the rest of `make bench` together, so
     they are often measured on their own; the README's rows block comes from such a run.
     """
-    candidates = []
-    for path in directory.glob("*.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(data, dict) or data.get("kind") not in ("full", "partial"):
-            continue
-        rows = data.get("sections", {}).get("rows")
-        if data.get("complete") and isinstance(rows, dict) and "error" not in rows:
-            candidates.append((data["date"], path))
-    return max(candidates)[1] if candidates else None
+    return _newest(directory, _has_rows)
 
 
 def rows_markdown(results: dict[str, Any], source: str) -> str:

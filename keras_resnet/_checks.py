@@ -44,6 +44,20 @@ def check_int_at_least(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. {received(name, value)}")
 
 
+def check_image_shape(name: str, value: Any) -> tuple[int, int, int]:
+    """`value` as (height, width, channels) of positive integers, or one ValueError."""
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 3
+        or not all(is_int(d) and d >= 1 for d in value)
+    ):
+        raise ValueError(
+            f"`{name}` must be (height, width, channels), positive integers. "
+            f"{received(name, value)}"
+        )
+    return tuple(int(d) for d in value)
+
+
 def check_choice(name: str, value: Any, allowed: Any) -> None:
     """`value` must be one of `allowed` (a sequence, or a dict's keys)."""
     if value not in allowed:

@@ -110,14 +110,19 @@ def latency(
         len(times) < min_samples or deadline is None or time.perf_counter() < deadline
     ):
         times.append(time_calls(fn, calls) * 1e3)
+    return _latency_record(times, calls)
+
+
+def _latency_record(times: list[float], calls_per_sample: int) -> dict[str, Any]:
+    """`latency`'s record of the samples `times` (ms), each of `calls_per_sample` calls."""
     p10, median, p90 = np.percentile(times, [10, 50, 90])
     return {
         "median_ms": round(float(median), 4),
         "p10_ms": round(float(p10), 4),
         "p90_ms": round(float(p90), 4),
         "samples": len(times),
-        "calls_per_sample": calls,
-        "runs": len(times) * calls,
+        "calls_per_sample": calls_per_sample,
+        "runs": len(times) * calls_per_sample,
     }
 
 
@@ -146,15 +151,4 @@ def interleaved_latency(
     for round_index in range(samples):
         for name in rotated(list(calls), round_index):
             times[name].append(time_calls(calls[name], per_sample) * 1e3)
-    out = {}
-    for name, ms in times.items():
-        p10, median, p90 = np.percentile(ms, [10, 50, 90])
-        out[name] = {
-            "median_ms": round(float(median), 4),
-            "p10_ms": round(float(p10), 4),
-            "p90_ms": round(float(p90), 4),
-            "samples": len(ms),
-            "calls_per_sample": per_sample,
-            "runs": len(ms) * per_sample,
-        }
-    return out
+    return {name: _latency_record(ms, per_sample) for name, ms in times.items()}

@@ -146,10 +146,19 @@ def fastest_tflite(
         if host["int8_dot_product"]
         else "int8 not expected to be faster: no int8 dot-product flags"
     )
-    if entry["measured"]:
-        why = f"{_relative(entry, 'tflite_fp32')}; {isa}"
-    else:
-        why = f"{NOT_MEASURED}: expected {expected} here ({reason})"
+    return _explained(entry, host, expected, reason, f"{_relative(entry, 'tflite_fp32')}; {isa}")
+
+
+def _explained(
+    entry: dict[str, Any], host: dict[str, Any], expected: str, reason: str, measured_why: str
+) -> dict[str, Any]:
+    """`entry` with the CPU flags, the expectation and one line of why (`measured_why` when
+    the artifacts were timed, else what was expected without measuring)."""
+    why = (
+        measured_why
+        if entry["measured"]
+        else f"{NOT_MEASURED}: expected {expected} here ({reason})"
+    )
     entry.update(
         cpu_flags=host,
         expected=expected,
@@ -192,18 +201,9 @@ def fastest_keras(
         if host["bf16"]
         else "bfloat16 is emulated without avx512_bf16/amx_bf16"
     )
-    if entry["measured"]:
-        why = f"{_relative(entry, 'keras')}, batch 1; {bf16}"
-    else:
-        why = f"{NOT_MEASURED}: expected {expected} here ({reason})"
-    entry.update(
-        cpu_flags=host,
-        expected=expected,
-        expected_reason=reason,
-        agrees_with_expected=entry["artifact"] == expected,
-        why=why,
+    return _explained(
+        entry, host, expected, reason, f"{_relative(entry, 'keras')}, batch 1; {bf16}"
     )
-    return entry
 
 
 def fastest_entries(

@@ -20,7 +20,7 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet._checks import check_positive_int, is_int, is_number, received
+from keras_resnet._checks import check_image_shape, check_positive_int, is_number, received
 from keras_resnet.builder import build_resnet
 from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, OBJECTIVES
 from keras_resnet.spec import ResNetSpec, resolve_spec
@@ -101,15 +101,7 @@ class HyperResNet(kt.HyperModel):
         tunable: bool = True,
     ):
         super().__init__(name=name, tunable=tunable)
-        if (
-            not isinstance(input_shape, (list, tuple))
-            or len(input_shape) != 3
-            or not all(is_int(d) and d >= 1 for d in input_shape)
-        ):
-            raise ValueError(
-                "`input_shape` must be (height, width, channels), positive integers. "
-                f"{received('input_shape', input_shape)}"
-            )
+        input_shape = check_image_shape("input_shape", input_shape)
         check_positive_int("classes", classes)
         self.budget = Budget(objective, int(classes), max_params, max_latency_ms)
         self.latency_target = (
@@ -124,7 +116,7 @@ class HyperResNet(kt.HyperModel):
             )
         if space is not None and not isinstance(space, SearchSpace):
             raise ValueError(f"`space` must be a SearchSpace. {received('space', space)}")
-        self.input_shape = tuple(int(d) for d in input_shape)
+        self.input_shape = input_shape
         self.classes = int(classes)
         self.base = resolve_spec(default_base(min(self.input_shape[:2])) if base is None else base)
         self.space = (space or SearchSpace()).resolve(self.base, self.input_shape)

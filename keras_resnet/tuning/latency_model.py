@@ -64,7 +64,7 @@ import keras
 from keras import layers
 
 from keras_resnet import blocks
-from keras_resnet._checks import check_positive_int, is_int, is_number, received
+from keras_resnet._checks import check_image_shape, check_positive_int, is_number, received
 from keras_resnet.builder import _stem
 from keras_resnet.spec import STEM_STRIDES, ResNetSpec
 from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
@@ -196,19 +196,11 @@ class LatencyModel:
         margin: float = DEFAULT_MARGIN,
     ):
         self.target = target if isinstance(target, LatencyTarget) else LatencyTarget(target)
-        if (
-            not isinstance(input_shape, (list, tuple))
-            or len(input_shape) != 3
-            or not all(is_int(d) and d >= 1 for d in input_shape)
-        ):
-            raise ValueError(
-                "`input_shape` must be (height, width, channels), positive integers. "
-                f"{received('input_shape', input_shape)}"
-            )
+        input_shape = check_image_shape("input_shape", input_shape)
         check_positive_int("classes", classes)
         if not is_number(margin) or margin < 0:
             raise ValueError(f"`margin` must be a number >= 0. {received('margin', margin)}")
-        self.input_shape = tuple(int(d) for d in input_shape)
+        self.input_shape = input_shape
         self.classes = classes
         self.margin = float(margin)
         self.table = LatencyCache()
