@@ -7,15 +7,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-# The slowest files first (measured: each takes minutes), so that with two workers
-# (`-n 2 --dist loadfile`) no long file starts last and leaves one core idle.
+# The slowest files first (measured: each takes minutes, or holds a test of about a
+# minute), so that with two workers (`-n 2 --dist loadgroup`) no long test starts last and
+# leaves one core idle (the ported ResNet18's export, last in the run, did so: ~58 s).
 SLOWEST_FIRST = (
     "test_multiworker.py",
     "test_tuning.py",
     "test_notebooks.py",
     "test_bench.py",
+    "test_torch_weights.py",
     "test_export.py",
     "test_training.py",
+    "test_applications.py",
+    "test_property.py",
+    "test_precision.py",
 )
 
 

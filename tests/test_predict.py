@@ -9,6 +9,8 @@ import pytest
 from keras_resnet import build_resnet, export
 from tests.helpers import random_weights, run_cli, tiny_spec
 
+pytestmark = pytest.mark.xdist_group("predict")  # the module fixture is built once
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
