@@ -58,8 +58,8 @@ QUICK = Settings(
     representative_images=8,
     eval_images=4,
     gpu_model="ResNet20",
-    gpu_image_size=16,
-    gpu_batch=8,
+    gpu_image_size=8,
+    gpu_batch=2,
     gpu_reps=2,
 )
 
