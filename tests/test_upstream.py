@@ -53,9 +53,9 @@ def test_xdist_loadgroup_keeps_a_group_on_one_worker(request):
     """`make test` runs `-n 2 --dist loadgroup`: a module with expensive module fixtures (the
     two-worker job, the trained export run) marks itself as one xdist_group so the fixtures
     are built once. pytest 9.2's structured node ids made pytest-xdist 3.8 drop the group,
-    silently (pytest-dev/pytest-xdist#1386): every such fixture was built on both workers,
-    which cost ~200 s of CPU. setup.py keeps pytest below 9.2; a release that breaks the
-    grouping again fails here."""
+    silently (pytest-dev/pytest-xdist#1386): every such fixture was built on both workers
+    (the job's second copy alone took ~145 s of CPU, measured per test). setup.py keeps
+    pytest below 9.2; a release that breaks the grouping again fails here."""
     if not request.config.getvalue("loadgroup"):
         pytest.skip("runs only under --dist loadgroup (make test's own options)")
     assert request.node.nodeid.endswith("@upstream"), request.node.nodeid
