@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks import timing
 from benchmarks.ratios import extra_seconds_name, import_labels, ratios, targets
+from keras_resnet._io import write_text_atomic
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -432,13 +433,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    path = latest_results(args.results) if args.results.is_dir() else args.results
+    from_dir = args.results.is_dir()
+    path = latest_results(args.results) if from_dir else args.results
     results = json.loads(path.read_text())
     source = _source(path)
-    rows_path = latest_rows_results(args.results) if args.results.is_dir() else None
+    rows_path = latest_rows_results(args.results) if from_dir else None
     if rows_path is None and "rows" in results.get("sections", {}):
         rows_path = path
-    rows = (json.loads(rows_path.read_text()), _source(rows_path)) if rows_path else None
+    if rows_path is None:
+        rows = None
+    elif rows_path == path:  # already read
+        rows = (results, source)
+    else:
+        rows = (json.loads(rows_path.read_text()), _source(rows_path))
     stale = []
     for readme in args.readme:
         text = readme.read_text()
@@ -446,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         if new != text:
             stale.append(readme)
             if not args.check:
-                readme.write_text(new)
+                write_text_atomic(readme, new)  # a kill mid-write never truncates a README
     if args.check:
         for readme in stale:
             print(f"{readme} is not what {path} generates; run python -m benchmarks.report")
