@@ -77,11 +77,12 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that writes through a temporary file (a kill never truncates it)
-    and saves nothing from an epoch that diverged."""
+    and saves nothing from an epoch that diverged. `saved_epoch`: the last epoch it saved."""
 
     def __init__(self, filepath: Path, divergence: StopOnDivergence, **kwargs: Any):
         super().__init__(str(filepath), **kwargs)
         self._divergence = divergence
+        self.saved_epoch: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self._divergence.epoch is not None:
@@ -93,6 +94,7 @@ class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
             super().on_epoch_end(epoch, logs)
             if tmp.exists():
                 commit(tmp, target)
+                self.saved_epoch = epoch
         finally:
             self.filepath = target
             tmp.unlink(missing_ok=True)
