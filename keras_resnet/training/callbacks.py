@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -77,11 +78,22 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that writes through a temporary file (a kill never truncates it)
-    and saves nothing from an epoch that diverged. `saved_epoch`: the last epoch it saved."""
+    and saves nothing from an epoch that diverged. `saved_epoch`: the last epoch it saved.
 
-    def __init__(self, filepath: Path, divergence: StopOnDivergence, **kwargs: Any):
+    `same_as`: a checkpoint called before this one; in an epoch it saved, this one copies
+    its file instead of saving the same model again (last.keras after an epoch that was
+    the best: a quarter of a second per epoch for a ResNet-20, about one for a ResNet50).
+    """
+
+    def __init__(
+        self,
+        filepath: Path,
+        divergence: StopOnDivergence,
+        same_as: AtomicCheckpoint | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(str(filepath), **kwargs)
-        self._divergence = divergence
+        self._divergence, self._same_as = divergence, same_as
         self.saved_epoch: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -91,7 +103,10 @@ class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
         tmp = temp_path_for(target)
         self.filepath = str(tmp)
         try:
-            super().on_epoch_end(epoch, logs)
+            if self._same_as is not None and self._same_as.saved_epoch == epoch:
+                shutil.copyfile(self._same_as.filepath, tmp)
+            else:
+                super().on_epoch_end(epoch, logs)
             if tmp.exists():
                 commit(tmp, target)
                 self.saved_epoch = epoch

@@ -290,7 +290,7 @@ def _fit(
         divergence,  # first: the checkpoints below skip an epoch it flags
         History(run_dir / HISTORY),
         best_checkpoint,
-        AtomicCheckpoint(run_dir / LAST, divergence),
+        AtomicCheckpoint(run_dir / LAST, divergence, same_as=best_checkpoint),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         throughput,
     ]
