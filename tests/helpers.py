@@ -20,6 +20,12 @@ def tiny_spec(**overrides) -> ResNetSpec:
     return ResNetSpec(**base)
 
 
+# Small enough to train in seconds on 8x8 digits, big enough to learn them well.
+DIGITS_SPEC = tiny_spec(
+    stages=(StageSpec(16, 1, 1), StageSpec(32, 1, 2)), stem_filters=16, bn_momentum=0.9
+)
+
+
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     """Runs `keras-resnet ARGV...` in-process: (exit code, stdout, stderr)."""
     try:
