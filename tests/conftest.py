@@ -4,8 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import pytest  # noqa: E402
+
+# No TensorFlow here: under xdist the controlling process loads this file too, before it
+# starts the workers, and importing Keras there would delay them by ~5 s.
 
 # The slowest files first (measured: each takes minutes, or holds a test of about a
 # minute), so that with two workers (`-n 2 --dist loadgroup`) no long test starts last and
@@ -38,6 +40,8 @@ def fresh_session():
 
     Not autouse: clear_session() costs ~0.2 s (a full gc) per call.
     """
+    import keras
+
     keras.backend.clear_session()
     yield
 
