@@ -270,27 +270,15 @@ def _fit(
     policy = record["precision"]["dtype_policy"]
     net = compile_model(spec, built_model, splits, config, strategy, policy)
 
-    history_rows = read_history(run_dir / HISTORY)
-    best_so_far = min((r.get("val_loss", math.inf) for r in history_rows), default=None)
-    if BEST in discarded or not resumed_from:
-        best_so_far = None
     throughput = Throughput(config.batch_size)
     divergence = StopOnDivergence()
-    best_checkpoint = AtomicCheckpoint(
-        run_dir / BEST,
-        divergence,
-        # val_loss, not val_accuracy: a small validation split reaches 100%
-        # accuracy early, and the first such epoch would then stay "best".
-        monitor="val_loss",
-        mode="min",
-        save_best_only=True,
-        initial_value_threshold=best_so_far,
-    )
+    fresh_best = BEST in discarded or not resumed_from
+    best_checkpoint, last_checkpoint = _checkpoints(run_dir, divergence, fresh_best)
     callbacks = [
         divergence,  # first: the checkpoints below skip an epoch it flags
         History(run_dir / HISTORY),
         best_checkpoint,
-        AtomicCheckpoint(run_dir / LAST, divergence, same_as=best_checkpoint),
+        last_checkpoint,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         throughput,
     ]
@@ -336,6 +324,26 @@ def _fit(
         and net.distribute_strategy is tf.distribute.get_strategy()
     )
     return record, net if holds_best else None
+
+
+def _checkpoints(
+    run_dir: Path, divergence: StopOnDivergence, fresh_best: bool
+) -> tuple[AtomicCheckpoint, AtomicCheckpoint]:
+    """best.keras and last.keras; best.keras must beat the history's best val_loss unless
+    `fresh_best` (a new run, or its best.keras was discarded)."""
+    history_rows = read_history(run_dir / HISTORY)
+    best_so_far = min((r.get("val_loss", math.inf) for r in history_rows), default=None)
+    best = AtomicCheckpoint(
+        run_dir / BEST,
+        divergence,
+        # val_loss, not val_accuracy: a small validation split reaches 100%
+        # accuracy early, and the first such epoch would then stay "best".
+        monitor="val_loss",
+        mode="min",
+        save_best_only=True,
+        initial_value_threshold=None if fresh_best else best_so_far,
+    )
+    return best, AtomicCheckpoint(run_dir / LAST, divergence, same_as=best)
 
 
 def _evaluate(splits, config, run_dir, record, spec, start, best=None) -> dict[str, Any]:
