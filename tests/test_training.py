@@ -17,6 +17,7 @@ from keras_resnet.data import load_dataset
 from keras_resnet.training import TrainConfig, train
 from keras_resnet.training.config import count_steps_per_epoch as _steps_per_epoch
 from keras_resnet.training.run_dir import plot_curves as _plot_curves
+from keras_resnet.training.run_dir import read_history
 from tests.helpers import DIGITS_SPEC, run_cli, run_until
 
 FAST = dict(image_size=8, batch_size=64, verbose=0, warmup_epochs=0)
@@ -41,8 +42,7 @@ def test_tiny_spec_learns_digits(tmp_path, monkeypatch):
     # Traced once each (keras_resnet.training.tracing): fit's train and validation steps
     # (Keras alone traces the train step twice), and best.keras's test step only when the
     # best epoch was not the last (else the trained model itself is scored).
-    with open(tmp_path / "run" / "history.csv") as f:
-        losses = [float(row["val_loss"]) for row in csv.DictReader(f)]
+    losses = [row["val_loss"] for row in read_history(tmp_path / "run" / "history.csv")]
     last_is_best = losses.index(min(losses)) == len(losses) - 1
     assert (len(train_traces), len(test_traces)) == (1, 1 if last_is_best else 2)
     assert metrics["test_accuracy"] >= 0.90, metrics["test_accuracy"]
@@ -72,7 +72,7 @@ def test_tiny_spec_learns_digits(tmp_path, monkeypatch):
     # last.keras is the last epoch's state (a copy of best.keras's file when that epoch was
     # the best, written anew otherwise).
     last = keras.saving.load_model(run / "last.keras", safe_mode=True)
-    assert int(last.optimizer.iterations) == 8 * math.ceil(1258 / 64)
+    assert int(last.optimizer.iterations) == 8 * _steps_per_epoch(splits, 64)
     same = all(np.array_equal(a, b) for a, b in zip(best.weights, last.weights, strict=True))
     assert same == last_is_best
 
