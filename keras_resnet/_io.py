@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import glob
 import json
 import math
 import os
@@ -54,6 +55,21 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)
+
+
+def remove_temp_files(path: str | os.PathLike) -> list[str]:
+    """Removes the temporary files `temp_path_for(path)` made that a killed writer left.
+
+    Only for a path no live process writes: a run directory's files under its lock.
+    Returns the names removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp.name)
+    return removed
 
 
 def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:

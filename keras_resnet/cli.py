@@ -30,6 +30,7 @@ from keras_resnet._cli_common import (
     _spec_from_args,
 )
 from keras_resnet._cli_tune import _add_tune
+from keras_resnet._signals import exit_code, interruptible
 from keras_resnet.errors import TrainingDivergedError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -408,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     - 2: a bad argument (a library ValueError, which names the argument and the value);
     - 1: a failure of the work itself: a file that cannot be written (disk full,
       permissions), a training run that diverged, a search that could not finish;
-    - 130: interrupted (Ctrl-C); rerunning the same command resumes.
+    - 130 / 143: interrupted by SIGINT (Ctrl-C) / SIGTERM; rerunning the same command
+      resumes. A second signal stops the process at once (`keras_resnet._signals`).
 
     Anything else is a bug: one line says what the command was doing, then the traceback.
     """
@@ -416,8 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = f"{parser.prog} {args.command}: error:"
     try:
-        _import_tensorflow_quietly(args.command)
-        return args.func(args)
+        with interruptible(prefix):
+            _import_tensorflow_quietly(args.command)
+            return args.func(args)
     except ValueError as e:
         parser.exit(2, f"{prefix} {_first_line(e)}\n")
     except OSError as e:
@@ -427,8 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(1, f"{prefix} {_DOING[args.command]} failed: {reason}{where}\n")
     except TrainingDivergedError as e:
         parser.exit(1, f"{prefix} {_first_line(e)}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"{prefix} interrupted; rerun the same command to resume.\n")
+    except KeyboardInterrupt as e:
+        parser.exit(exit_code(e), f"{prefix} interrupted; rerun the same command to resume.\n")
     except Exception:
         print(
             f"{parser.prog} {args.command}: internal error while {_DOING[args.command]} "

@@ -20,6 +20,7 @@ SLOWEST_FIRST = (
     "test_torch_weights.py",
     "test_export.py",
     "test_training.py",
+    "test_interrupts.py",
     "test_applications.py",
     "test_property.py",
     "test_precision.py",

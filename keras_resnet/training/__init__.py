@@ -10,14 +10,17 @@ run_dir/
   last.keras        the last finished epoch
   history.csv       per-epoch metrics (CSVLogger's columns, rewritten atomically)
   logs/             TensorBoard
-  backup/           Keras' BackupAndRestore state while a run is unfinished
+  backup/           Keras' BackupAndRestore files while a run is unfinished (written atomically)
+  backup-set-aside/ backup files that did not load on a resume, kept for inspection
   curves.png        loss and accuracy, train vs validation
   metrics.json      the result (test accuracy/loss of best.keras, params, timing, ...)
 ```
 
-Resume: the run state is kept by Keras' `BackupAndRestore` (with its double
-checkpoint), so a process killed at any moment, even with SIGKILL, loses at most
-the epoch in progress: rerunning the same call continues from the last
+Resume: the run state is kept in Keras' `BackupAndRestore` files, the current and
+the previous epoch, written atomically by `keras_resnet.training.backup` (a pair
+that does not load is set aside and the previous one used), so a process killed
+at any moment, even with SIGKILL and even while a checkpoint is written, loses at
+most the epoch in progress: rerunning the same call continues from the last
 finished epoch and `metrics.json` says where it resumed. Once the last epoch
 is done, `run.json` says `"status": "trained"`; a run that stopped after that
 (while evaluating, plotting or writing metrics) is finished by the rerun

@@ -1,4 +1,4 @@
-"""The callbacks `train` gives `fit`: throughput, divergence, atomic checkpoints, backup, history.
+"""The callbacks `train` gives `fit`: throughput, divergence, checkpoints, backup, history, signals.
 
 Each is a Keras callback (or a subclass of Keras' own) changed only where a
 run must not lose work: files written through a temporary file, nothing saved
@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 from keras_resnet._io import commit, temp_path_for, write_text_atomic
+from keras_resnet._signals import raise_if_pending
+from keras_resnet.training import backup
 from keras_resnet.training.run_dir import read_history
 
 
@@ -115,21 +117,37 @@ class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
             tmp.unlink(missing_ok=True)
 
 
-class Backup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that keeps the last good epoch when one diverges.
+class Backup(keras.callbacks.Callback):
+    """Keras' BackupAndRestore files, written atomically (`keras_resnet.training.backup`),
+    and nothing from an epoch that diverged: the last good epoch stays the backup.
 
-    The backup is not deleted at the end of `fit`: `train` removes it only
-    after `run.json` records that training finished, so no kill in between can
-    make a rerun start over.
+    It only saves: `train` restores before `fit` and starts it at `initial_epoch`. The
+    backup is not deleted at the end of `fit`: `train` removes it only after `run.json`
+    records that training finished, so no kill in between can make a rerun start over.
     """
 
     def __init__(self, backup_dir: Path, divergence: StopOnDivergence):
-        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
-        self._divergence = divergence
+        super().__init__()
+        self.backup_dir, self._divergence = backup_dir, divergence
 
     def on_epoch_end(self, epoch, logs=None):
         if self._divergence.epoch is None:
-            super().on_epoch_end(epoch, logs)
+            backup.save(self.model, self.backup_dir, epoch + 1)
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raises a SIGINT/SIGTERM noted during `fit` at the next batch or epoch boundary
+    (`keras_resnet._signals.deferred`). Last in the list: an epoch's checkpoints and
+    backup are written before it raises at the epoch's end."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_pending()
+
+    def on_test_batch_end(self, batch, logs=None):
+        raise_if_pending()
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise_if_pending()
 
 
 class History(keras.callbacks.Callback):

@@ -17,22 +17,25 @@ import tensorflow as tf
 from keras_resnet._checks import config_with_overrides
 from keras_resnet._io import check_fingerprint, locked_run_dir
 from keras_resnet._io import write_json as _write_json
+from keras_resnet._signals import deferred
 from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.errors import TrainingDivergedError
 from keras_resnet.precision import explain_mixed_precision
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
-from keras_resnet.training import multiworker
+from keras_resnet.training import backup, multiworker
 from keras_resnet.training.callbacks import (
     AtomicCheckpoint,
     Backup,
     History,
     StopOnDivergence,
+    StopOnSignal,
     Throughput,
 )
 from keras_resnet.training.config import (
     TrainConfig,
     check_init_weights,
     compile_model,
+    count_steps_per_epoch,
     default_strategy,
     to_one_hot,
 )
@@ -48,8 +51,7 @@ from keras_resnet.training.run_dir import (
     plot_curves,
     print_summary,
     read_history,
-    repair_backup,
-    resume_epoch,
+    remove_stale_temp_files,
 )
 from keras_resnet.training.tracing import build_training_state
 from keras_resnet.version import __version__
@@ -185,6 +187,7 @@ def train(
         with locked_run_dir(run_dir):
             # Checked again under the lock: another process may have started this run meanwhile.
             previous = check_fingerprint(run_dir, RUN_CONFIG, fingerprint, kind="run") or {}
+            remove_stale_temp_files(run_dir)
             finished = finished_metrics(run_dir)
             if finished is not None:
                 print(f"{run_dir} is a finished run; nothing to do.")
@@ -258,17 +261,18 @@ def _fit(
     """
     backup_dir = run_dir / "backup"
     task = plan.task
-    if task is None:
-        repair_backup(backup_dir)
-        resumed_from = resume_epoch(backup_dir)
-    else:
-        resumed_from = multiworker.resume_epoch(backup_dir / multiworker.CHECKPOINTS)
+    if task is not None:
         plan.send(multiworker.TRAIN)  # the other workers build the model along with us
         keras.utils.set_random_seed(config.seed)  # the chief's initial weights go to all
     discarded = discard_corrupt_checkpoints(run_dir, trained=False)
 
     policy = record["precision"]["dtype_policy"]
     net = compile_model(spec, built_model, splits, config, strategy, policy)
+    if task is None:
+        steps = count_steps_per_epoch(splits, config.batch_size)
+        resumed_from = backup.restore(net, run_dir, run_dir / LAST, steps)
+    else:
+        resumed_from = multiworker.resume_epoch(backup_dir / multiworker.CHECKPOINTS)
 
     throughput = Throughput(config.batch_size)
     divergence = StopOnDivergence()
@@ -285,17 +289,20 @@ def _fit(
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     if task is None:
-        # Last, so the backup of an epoch is written after everything else of it.
-        callbacks.append(Backup(backup_dir, divergence))
+        # Last, so the backup of an epoch is written after everything else of it (and
+        # a signal noted meanwhile is raised after that).
+        callbacks += [Backup(backup_dir, divergence), StopOnSignal()]
         keras.utils.set_random_seed(config.seed)
-        net.fit(
-            splits.train,
-            validation_data=splits.validation,
-            epochs=config.epochs,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
-        )
+        with deferred():  # a signal stops fit between two steps, not inside one
+            net.fit(
+                splits.train,
+                validation_data=splits.validation,
+                epochs=config.epochs,
+                initial_epoch=resumed_from or 0,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the train pipeline shuffles itself (seeded, every epoch)
+            )
     else:
         multiworker.fit_with_custom_loop(
             net, splits, config, strategy, task, callbacks, backup_dir, verbose
@@ -357,7 +364,8 @@ def _evaluate(splits, config, run_dir, record, spec, start, best=None) -> dict[s
     if best is None:
         best = keras.saving.load_model(run_dir / BEST, safe_mode=True)
         build_training_state(best, splits.test)
-    test_loss, test_accuracy = best.evaluate(splits.test, verbose=0)
+    with deferred():
+        test_loss, test_accuracy = best.evaluate(splits.test, verbose=0, callbacks=[StopOnSignal()])
     history_rows = read_history(run_dir / HISTORY)
     plot_curves(history_rows, run_dir / CURVES)
     trained = record["trained"]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from keras_resnet._io import atomic_path, read_json_object
+from keras_resnet._io import atomic_path, read_json_object, remove_temp_files
 
 # Files of a run directory.
 RUN_CONFIG, METRICS, HISTORY = "run.json", "metrics.json", "history.csv"
@@ -51,32 +49,15 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
         fig.savefig(tmp, dpi=100)
 
 
-def repair_backup(backup_dir: Path) -> None:
-    """Falls back to the previous backup when a kill left the metadata half-written.
-
-    Keras' BackupAndRestore recovers from a corrupt weights file with its
-    double checkpoint, but a truncated `training_metadata.json` fails with a
-    JSONDecodeError it does not catch.
-    """
-    meta = backup_dir / "training_metadata.json"
-    if not meta.exists():
-        return
-    try:
-        json.loads(meta.read_text())
-    except ValueError:
-        for name in ("training_metadata.json", "latest.weights.h5"):
-            previous = backup_dir / f"{name}.bkp"
-            if previous.exists():
-                shutil.copy(previous, backup_dir / name)
-            elif name == "training_metadata.json":
-                meta.unlink()
-
-
-def resume_epoch(backup_dir: Path) -> int | None:
-    meta = backup_dir / "training_metadata.json"
-    if meta.exists():
-        return int(json.loads(meta.read_text())["epoch"])
-    return None
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """The temporary files of writes a kill cut short (called under the run's lock, when
+    no other process writes here): nothing reads them, and they would pile up."""
+    backup = run_dir / "backup"
+    names = [run_dir / n for n in (RUN_CONFIG, METRICS, HISTORY, BEST, LAST, CURVES)]
+    names += [backup / n for n in ("latest.weights.h5", "training_metadata.json")]
+    names += [backup / f"{n}.bkp" for n in ("latest.weights.h5", "training_metadata.json")]
+    for path in names:
+        remove_temp_files(path)
 
 
 def is_complete_keras_file(path: Path) -> bool:

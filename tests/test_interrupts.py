@@ -1,0 +1,76 @@
+"""Issue #26: a real `keras-resnet train` interrupted at any instant, inside its writes too,
+resumes whole.
+
+A few of `benchmarks.interrupts`' instants; that script runs the full twenty (and tune's),
+and its results file is the issue's evidence.
+"""
+
+import json
+import os
+import signal
+import subprocess
+
+import keras
+import pytest
+
+from benchmarks.interrupts import (
+    ENV,
+    Instant,
+    check_interrupted,
+    check_train_run,
+    interrupt,
+    train_command,
+)
+from keras_resnet.training.run_dir import read_history
+from tests.helpers import DIGITS_SPEC, run_cli, run_until
+
+
+@pytest.mark.slow
+def test_signals_at_any_instant_leave_a_run_the_same_command_finishes(tmp_path, capsys):
+    """While it trains, a second process on the directory is refused; Ctrl-C twice ends it
+    at once (130); SIGINT inside a backup write lets the write finish, then stops (130);
+    SIGKILL inside a checkpoint write leaves a temporary file and a stale lock. With a
+    best.keras damaged by something else besides, the rerun takes the lock over, discards
+    the damage, resumes, and ends with every epoch in the history exactly once."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(DIGITS_SPEC.to_dict()))
+    run, epochs = tmp_path / "run", 10
+    cmd = train_command(run, spec, epochs)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    at_two = run_until(proc, lambda: len(read_history(run / "history.csv")) >= 2, timeout=240)
+    assert at_two, proc.stderr.read().decode()[-2000:]
+    code, _, err = run_cli(capsys, *cmd[3:])  # a second process on the same directory
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is in use by another process" in err and f"pid {proc.pid}" in err, err
+    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and len(err.decode().strip().splitlines()) == 1, err
+
+    instants = [Instant(("SIGINT",), "backup", 0), Instant(("SIGKILL",), "checkpoint", 0)]
+    results = [interrupt(cmd, run, instant, timeout=240) for instant in instants]
+    assert [r["sent"] for r in results] == [["SIGINT"], ["SIGKILL"]], results
+    assert all(r["temp_files_open"] for r in results), f"an instant missed its write: {results}"
+    assert [check_interrupted(r) for r in results] == [None, None], results
+    assert results[0]["returncode"] == 130 and results[0]["stderr_lines"] == 1, results
+    assert list(run.glob(".*.keras")), "SIGKILL mid-write leaves its temporary file"
+    assert json.loads((run / ".keras_resnet.lock").read_text())["pid"]  # stale
+    best = run / "best.keras"
+    best.write_bytes(best.read_bytes()[:100])  # damaged by something else than us
+
+    code, out, err = run_cli(capsys, *cmd[3:])  # the rerun (in this process)
+    assert code == 0, err[-2000:]
+    assert check_train_run(run, epochs) is None
+    assert "resumed from" in out and "discarded damaged best.keras" in out
+    assert not list(run.glob(".*.keras")) and not (run / "backup").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.85
+    assert keras.saving.load_model(best).count_params() == metrics["params"]
+
+
+def test_check_interrupted_reads_the_exit_codes():
+    base = {"sent": ["SIGINT"], "returncode": 130, "stderr_last_line": "x: interrupted; rerun"}
+    assert check_interrupted(base) is None
+    assert "exit -2" in check_interrupted({**base, "returncode": -2})
+    assert check_interrupted({**base, "sent": ["SIGKILL"], "returncode": -9}) is None
+    assert check_interrupted({**base, "sent": [], "returncode": 1}) == "exited 1 unsignalled"
