@@ -4,16 +4,17 @@
                                     [--output PATH]
 
 Each instant is drawn from one seeded generator: half with SIGKILL, half with SIGINT
-(every other SIGINT sent twice, 50 ms apart: Ctrl-C pressed again); half land at a time
-drawn over the run's length, half inside a write, found by polling the run directory
-for the temporary file of a checkpoint, the backup or another output (`keras_resnet._io`
-writes every file through `.NAME.<random>` beside it) and signalling the moment it
-appears. After each kill the same command is started again (and may be killed at the
-next instant); the last run must finish with exit 0 and leave a whole result: for
-`train`, `epochs_run` equal to the epochs asked and a history holding every epoch once;
-for `tune`, a summary.json over the trials asked. SIGINT must answer with exit 130 and
-one line, SIGKILL with -9. The results file lists every instant: what was signalled,
-whether a temporary file was open at that moment, the exit code and the last line.
+(every fourth of those a SIGTERM; every other one sent twice, 50 ms apart, as Ctrl-C
+pressed again); half land at a time drawn over the run's length, half inside a write,
+found by polling the run directory for the temporary file of a checkpoint, the backup
+or another output (`keras_resnet._io` writes every file through `.NAME.<random>` beside
+it) and signalling the moment it appears. After each kill the same command is started
+again (and may be killed at the next instant); the last run must finish with exit 0 and
+leave a whole result: for `train`, `epochs_run` equal to the epochs asked and a history
+holding every epoch once; for `tune`, a summary.json over the trials asked. SIGINT must
+answer with exit 130 and one line, SIGTERM with 143, SIGKILL with -9. The results file
+lists every instant: what was signalled, whether a temporary file was open at that
+moment, the exit code and the last line.
 
 `tests/test_interrupts.py` runs a few instants of the same code in CI; this script runs
 the full set and writes `benchmarks/results/interrupts-<date>.json`.
@@ -43,6 +44,7 @@ WRITES = {
     "checkpoint": re.compile(r"^\.(best|last)\.keras\."),
     "any": re.compile(r"^\.[^.].*\.[A-Za-z0-9_]{6,}"),
 }
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
@@ -54,17 +56,19 @@ class Instant:
 
 
 def draw_instants(count: int, seed: int, span: tuple[float, float]) -> list[Instant]:
-    """`count` instants, shuffled: SIGKILL, SIGINT, SIGKILL, SIGINT twice, in turn; the first
-    four of every eight inside a write (backup, checkpoint or any, in turn), the others
-    at a time uniform over `span` seconds after the start."""
+    """`count` instants, shuffled: SIGKILL, SIGINT, SIGKILL, SIGINT twice, in turn, every
+    fourth SIGINT a SIGTERM; the first four of every eight inside a write (backup,
+    checkpoint or any, in turn), the others at a time uniform over `span` seconds after
+    the start."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    kinds = [("SIGKILL",), ("SIGINT",), ("SIGKILL",), ("SIGINT", "SIGINT")]
+    kinds = [("SIGKILL",), ("SIGINT",), ("SIGKILL",), ("SIGINT", "SIGINT")] * 3
+    kinds += [("SIGKILL",), ("SIGTERM",), ("SIGKILL",), ("SIGTERM", "SIGTERM")]
     writes = ["backup", "checkpoint", "any"]
     instants = [
         Instant(
-            signals=kinds[i % 4],
+            signals=kinds[i % 16],
             write=writes[(i // 2) % 3] if i % 8 < 4 else None,
             seconds=round(float(rng.uniform(*span)), 2),
         )
@@ -133,10 +137,11 @@ def check_interrupted(result: dict[str, Any]) -> str | None:
         return None if result["returncode"] == -signal.SIGKILL else "SIGKILL not -9"
     if result["returncode"] == 0:
         return None  # the signal came as it finished: nothing left to interrupt
-    if result["returncode"] != 130:
-        return f"SIGINT gave exit {result['returncode']}: {result['stderr_last_line']}"
-    if "interrupted" not in result["stderr_last_line"]:
-        return f"SIGINT's line: {result['stderr_last_line']!r}"
+    name = result["sent"][-1]
+    if result["returncode"] != EXIT_CODES[name]:
+        return f"{name} gave exit {result['returncode']}: {result['stderr_last_line']}"
+    if "interrupted" not in result["stderr_last_line"] or result["stderr_lines"] != 1:
+        return f"{name}'s lines: {result['stderr_lines']}, last {result['stderr_last_line']!r}"
     return None
 
 

@@ -35,6 +35,9 @@ def _spec_from_args(args: argparse.Namespace, default: str | None = None):
     from keras_resnet.spec import ResNetSpec, get_spec
 
     if hasattr(args, "spec"):
+        from keras_resnet._limits import check_json_file
+
+        check_json_file(args.spec, "spec")
         try:
             with open(args.spec) as f:
                 spec = ResNetSpec.from_dict(json.load(f))

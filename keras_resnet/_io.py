@@ -150,7 +150,10 @@ def read_json_object(
             raised instead, from the reason ("JSONDecodeError: ...", "a JSON
             list, not an object").
     """
+    from keras_resnet._limits import check_json_file
+
     path = Path(path)
+    check_json_file(path, arg)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:

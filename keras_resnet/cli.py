@@ -140,6 +140,11 @@ def _add_predict(sub) -> None:
         "--preprocessing",
         help=f"{_choices(constants.PREPROCESSING)} (default: the export's, else unit)",
     )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        help="refuse larger images before decoding them (default PIL's, 89,478,485)",
+    )
     p.add_argument("--json", action="store_true", default=False, help="JSON output")
     p.set_defaults(func=_cmd_predict)
 
@@ -147,7 +152,9 @@ def _add_predict(sub) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from keras_resnet.predict import format_predictions, predict
 
-    results = predict(args.model, args.images, **_given(args, ("top_k", "preprocessing")))
+    results = predict(
+        args.model, args.images, **_given(args, ("top_k", "preprocessing", "max_image_pixels"))
+    )
     print(format_predictions(results, as_json=args.json))
     return 0
 

@@ -36,6 +36,9 @@ class _Model:
 def _keras_model(path: Path, labels=None, preprocessing=None) -> _Model:
     import keras
 
+    from keras_resnet._limits import check_keras_archive
+
+    check_keras_archive(path, "model")
     model = keras.saving.load_model(path, safe_mode=True)
     shape = tuple(model.input_shape[1:])
     return _Model(lambda x: np.asarray(model.predict(x, verbose=0)), shape, labels, preprocessing)
@@ -109,9 +112,26 @@ def open_model(model: str | os.PathLike) -> _Model:
     )
 
 
-def load_images(paths: Sequence[str | os.PathLike], shape: Sequence[int]) -> np.ndarray:
-    """Images at the model's (height, width, channels), float32 in [0, 1]."""
+def check_images(paths: Sequence[str | os.PathLike], max_pixels: int | None) -> None:
+    """Every image's size from its header against `max_pixels`, before any is decoded."""
+    from keras_resnet._limits import check_image
+
+    for path in paths:
+        check_image(path, max_pixels, "images")
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike], shape: Sequence[int], max_pixels: int | None = None
+) -> np.ndarray:
+    """Images at the model's (height, width, channels), float32 in [0, 1]; none over
+    `max_pixels` (None: PIL's default limit) is decoded."""
     import keras
+
+    from keras_resnet._limits import default_max_image_pixels, pil_pixel_limit
+
+    if max_pixels is None:
+        max_pixels = default_max_image_pixels()
+    check_images(paths, max_pixels)
 
     height, width, channels = (int(d) for d in shape)
     if channels not in _COLOR_MODES:
@@ -122,9 +142,10 @@ def load_images(paths: Sequence[str | os.PathLike], shape: Sequence[int]) -> np.
     images = []
     for path in paths:
         try:
-            image = keras.utils.load_img(
-                path, color_mode=_COLOR_MODES[channels], target_size=(height, width)
-            )
+            with pil_pixel_limit(max_pixels):
+                image = keras.utils.load_img(
+                    path, color_mode=_COLOR_MODES[channels], target_size=(height, width)
+                )
         except (OSError, ValueError) as e:
             raise ValueError(f"Cannot read image {str(path)!r}: {str(e).splitlines()[0]}") from None
         images.append(keras.utils.img_to_array(image) / 255.0)
@@ -168,17 +189,26 @@ def predict(
     *,
     top_k: int = DEFAULT_TOP_K,
     preprocessing: str | None = None,
+    max_image_pixels: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Top-k `{"image", "predictions": [{"class", "label", "probability"}]}` per image."""
+    """Top-k `{"image", "predictions": [{"class", "label", "probability"}]}` per image.
+
+    `max_image_pixels`: images with more pixels are refused from their header before
+    anything is decoded (default PIL's `Image.MAX_IMAGE_PIXELS`, 89,478,485).
+    """
     from keras_resnet._checks import check_choice, check_positive_int
+    from keras_resnet._limits import default_max_image_pixels
 
     check_positive_int("top_k", top_k)
+    check_positive_int("max_image_pixels", max_image_pixels, allow_none=True)
     if preprocessing is not None:
         check_choice("preprocessing", preprocessing, PREPROCESSING)
     if not images:
         raise ValueError("`images` must name at least one image file. Received: images=[]")
+    max_image_pixels = max_image_pixels or default_max_image_pixels()
+    check_images(images, max_image_pixels)  # before the model is loaded
     loaded = open_model(model)
-    pixels = load_images(images, loaded.shape)
+    pixels = load_images(images, loaded.shape, max_image_pixels)
     mode = preprocessing or loaded.preprocessing or "unit"
     probabilities = _probabilities(loaded.run(_preprocess(pixels, mode)))
     names = _label_names(loaded, probabilities.shape[1])

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_resnet._limits import check_safetensors
+
 _BN = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
 _DEEP_STEM = {"0": ("conv1_1", "conv"), "1": ("conv1_1", "bn"), "3": ("conv1_2", "conv"),
               "4": ("conv1_2", "bn"), "6": ("conv1", "conv")}  # fmt: skip
@@ -42,6 +44,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every tensor of a `.safetensors` file as a numpy array (one clear line if unreadable)."""
     from safetensors.numpy import load_file
 
+    check_safetensors(path, "path")
     try:
         return load_file(os.fspath(path))
     except FileNotFoundError:

@@ -70,7 +70,11 @@ def test_signals_at_any_instant_leave_a_run_the_same_command_finishes(tmp_path, 
 
 def test_check_interrupted_reads_the_exit_codes():
     base = {"sent": ["SIGINT"], "returncode": 130, "stderr_last_line": "x: interrupted; rerun"}
+    base["stderr_lines"] = 1
     assert check_interrupted(base) is None
     assert "exit -2" in check_interrupted({**base, "returncode": -2})
+    assert check_interrupted({**base, "sent": ["SIGTERM"], "returncode": 143}) is None
+    assert "SIGTERM gave exit 130" in check_interrupted({**base, "sent": ["SIGTERM"]})
+    assert "lines: 3" in check_interrupted({**base, "stderr_lines": 3})
     assert check_interrupted({**base, "sent": ["SIGKILL"], "returncode": -9}) is None
     assert check_interrupted({**base, "sent": [], "returncode": 1}) == "exited 1 unsignalled"

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from keras_resnet._io import read_json_object
+from keras_resnet._limits import check_keras_archive
 from keras_resnet.export.export_utils import check_classifier
 
 
@@ -26,6 +27,7 @@ def load_model_file(path: str | os.PathLike, arg: str = "source") -> keras.Model
         raise ValueError(
             f"`{arg}` must be a Keras 3 `.keras` file (a zip archive). Received: {arg}='{path}'"
         )
+    check_keras_archive(path, arg)
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - any failure of a corrupt file gets one message
