@@ -23,7 +23,6 @@ the full set and writes `benchmarks/results/interrupts-<date>.json`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -38,11 +37,20 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path("benchmarks/results")
-# Temporary files of the writes worth landing in (see keras_resnet._io.temp_path_for).
+# Temporary files of the writes worth landing in (see keras_resnet._io.temp_path_for), by
+# command; "any" is every temporary file of ours.
+ANY = re.compile(r"^\.[^.].*\.[A-Za-z0-9_]{6,}")
 WRITES = {
-    "backup": re.compile(r"^\.(latest\.weights\.h5|training_metadata\.json)\."),
-    "checkpoint": re.compile(r"^\.(best|last)\.keras\."),
-    "any": re.compile(r"^\.[^.].*\.[A-Za-z0-9_]{6,}"),
+    "train": {
+        "backup": re.compile(r"^\.(latest\.weights\.h5|training_metadata\.json)\."),
+        "checkpoint": re.compile(r"^\.(best|last)\.keras\."),
+        "any": ANY,
+    },
+    "tune": {
+        "oracle": re.compile(r"^\.oracle\.json\."),
+        "trial": re.compile(r"^\.trial\.json\."),
+        "any": ANY,
+    },
 }
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -55,21 +63,21 @@ class Instant:
     seconds: float  # else: this long after the process started
 
 
-def draw_instants(count: int, seed: int, span: tuple[float, float]) -> list[Instant]:
+def draw_instants(
+    count: int, seed: int, span: tuple[float, float], writes: list[str]
+) -> list[Instant]:
     """`count` instants, shuffled: SIGKILL, SIGINT, SIGKILL, SIGINT twice, in turn, every
-    fourth SIGINT a SIGTERM; the first four of every eight inside a write (backup,
-    checkpoint or any, in turn), the others at a time uniform over `span` seconds after
-    the start."""
+    fourth SIGINT a SIGTERM; the first four of every eight inside a write (of the kinds
+    `writes`, in turn), the others at a time uniform over `span` seconds after the start."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     kinds = [("SIGKILL",), ("SIGINT",), ("SIGKILL",), ("SIGINT", "SIGINT")] * 3
     kinds += [("SIGKILL",), ("SIGTERM",), ("SIGKILL",), ("SIGTERM", "SIGTERM")]
-    writes = ["backup", "checkpoint", "any"]
     instants = [
         Instant(
             signals=kinds[i % 16],
-            write=writes[(i // 2) % 3] if i % 8 < 4 else None,
+            write=writes[(i // 2) % len(writes)] if i % 8 < 4 else None,
             seconds=round(float(rng.uniform(*span)), 2),
         )
         for i in range(count)
@@ -78,21 +86,25 @@ def draw_instants(count: int, seed: int, span: tuple[float, float]) -> list[Inst
 
 
 def _temp_files(run_dir: Path, pattern: re.Pattern) -> list[str]:
-    found = []
-    for directory in (run_dir, run_dir / "backup"):
-        with contextlib.suppress(OSError):
-            found += [name for name in os.listdir(directory) if pattern.match(name)]
-    return found
+    """Names matching `pattern` anywhere under `run_dir` (a few dozen directories)."""
+    return [name for _, _, names in os.walk(run_dir) for name in names if pattern.match(name)]
 
 
-def interrupt(cmd: list[str], run_dir: Path, instant: Instant, timeout: float) -> dict[str, Any]:
-    """Starts `cmd`, signals it at `instant`, waits for it; what happened."""
+def interrupt(
+    cmd: list[str],
+    run_dir: Path,
+    instant: Instant,
+    timeout: float,
+    writes: dict[str, re.Pattern] = WRITES["train"],
+) -> dict[str, Any]:
+    """Starts `cmd`, signals it at `instant` (its write one of `writes`), waits for it;
+    what happened."""
     start = time.monotonic()
     proc = subprocess.Popen(
         cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    pattern = WRITES[instant.write] if instant.write else None
-    stale = set(_temp_files(run_dir, WRITES["any"]))  # left by a kill before: not a write
+    pattern = writes[instant.write] if instant.write else None
+    stale = set(_temp_files(run_dir, ANY))  # left by a kill before: not a write
     in_write: list[str] = []
     while proc.poll() is None and time.monotonic() - start < timeout:
         if pattern is not None:
@@ -100,7 +112,7 @@ def interrupt(cmd: list[str], run_dir: Path, instant: Instant, timeout: float) -
             if in_write:
                 break
         elif time.monotonic() - start >= instant.seconds:
-            in_write = sorted(set(_temp_files(run_dir, WRITES["any"])) - stale)
+            in_write = sorted(set(_temp_files(run_dir, ANY)) - stale)
             break
         time.sleep(0.001 if pattern is not None else 0.01)
     sent = []
@@ -185,12 +197,12 @@ def tune_command(run_dir: Path, trials: int) -> list[str]:
 
 
 def stress(
-    cmd: list[str], run_dir: Path, instants: list[Instant], timeout: float = 300
+    cmd: list[str], run_dir: Path, instants: list[Instant], writes: dict, timeout: float = 300
 ) -> dict[str, Any]:
     """Every instant in turn on `cmd`, then a run to the end; the results and problems."""
     results, problems = [], []
     for instant in instants:
-        result = interrupt(cmd, run_dir, instant, timeout)
+        result = interrupt(cmd, run_dir, instant, timeout, writes)
         results.append(result)
         problem = check_interrupted(result)
         if problem:
@@ -223,9 +235,10 @@ def run_one(command: str, workdir: Path, count: int, seed: int) -> dict[str, Any
         epochs = 40  # enough that the run is still going at the last instant
         cmd, span = train_command(run_dir, spec_path, epochs), (3.0, 15.0)
     else:
-        trials = 12
+        trials = 20
         cmd, span = tune_command(run_dir, trials), (3.0, 25.0)
-    outcome = stress(cmd, run_dir, draw_instants(count, seed, span))
+    writes = WRITES[command]
+    outcome = stress(cmd, run_dir, draw_instants(count, seed, span, list(writes)), writes)
     check = check_train_run(run_dir, epochs) if command == "train" else None
     if command == "tune":
         check = check_tune_run(run_dir, trials)

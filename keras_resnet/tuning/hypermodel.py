@@ -21,10 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet._checks import check_image_shape, check_positive_int, is_number, received
+from keras_resnet._signals import deferred
 from keras_resnet.builder import build_resnet
 from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, OBJECTIVES
 from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
+from keras_resnet.training.callbacks import StopOnSignal
 from keras_resnet.training.tracing import build_training_state
 from keras_resnet.tuning.budgets import Budget, corner_specs
 from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
@@ -376,7 +378,8 @@ class HyperResNet(kt.HyperModel):
             metrics=["accuracy"],
         )
         build_training_state(model, x, fit_kwargs.get("y"))
-        with warnings.catch_warnings():
+        # A signal stops fit between two steps, after keras-tuner's checkpoint of the epoch.
+        with warnings.catch_warnings(), deferred():
             # A rebatched dataset has no known size until its first epoch ends, which
             # Keras reports as running out of data.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -385,7 +388,7 @@ class HyperResNet(kt.HyperModel):
                 validation_data=validation_data,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
-                callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN()],
+                callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN(), StopOnSignal()],
                 verbose=verbose,
                 **{**kwargs, **fit_kwargs},
             )

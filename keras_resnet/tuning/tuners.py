@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import keras_tuner as kt
-import tensorflow as tf
 
 from keras_resnet._checks import check_choice
+from keras_resnet._io import atomic_path
 from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
 from keras_resnet.tuning._kt_internals import is_chief_oracle, save_json
 from keras_resnet.tuning.budgets import MAX_DRAWS
@@ -29,14 +29,14 @@ from keras_resnet.tuning.run_dir import PROJECT
 
 
 def _save_state(obj: Any, fname: str) -> None:
-    """keras-tuner's `Stateful.save`, but atomic.
+    """keras-tuner's `Stateful.save`, but atomic (`keras_resnet._io`: a unique temporary
+    file, fsync, rename).
 
     keras-tuner writes its JSON state in place; a kill during a write would
     leave a truncated file that stops every later resume.
     """
-    tmp = f"{fname}.tmp"
-    save_json(tmp, obj.get_state())
-    tf.io.gfile.rename(tmp, fname, overwrite=True)
+    with atomic_path(fname) as tmp:
+        save_json(str(tmp), obj.get_state())
 
 
 @contextlib.contextmanager
