@@ -51,7 +51,13 @@ WRITES = {
         "trial": re.compile(r"^\.trial\.json\."),
         "any": ANY,
     },
+    "multiworker": {
+        "tf-checkpoint": re.compile(r".*_temp"),  # TensorFlow's shards before their rename
+        "checkpoint": re.compile(r"^\.(best|last)\.keras\."),
+        "any": ANY,
+    },
 }
+PREEMPTED = 42  # keras_resnet.training.multiworker.PREEMPTED_EXIT_CODE: SIGTERM on a worker
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
@@ -61,14 +67,16 @@ class Instant:
     signals: tuple[str, ...]  # ("SIGKILL",), ("SIGINT",) or ("SIGINT", "SIGINT")
     write: str | None  # a WRITES key: signal when such a temporary file appears
     seconds: float  # else: this long after the process started
+    target: int = 0  # the process signalled (of a multi-worker job's)
 
 
 def draw_instants(
-    count: int, seed: int, span: tuple[float, float], writes: list[str]
+    count: int, seed: int, span: tuple[float, float], writes: list[str], processes: int = 1
 ) -> list[Instant]:
     """`count` instants, shuffled: SIGKILL, SIGINT, SIGKILL, SIGINT twice, in turn, every
     fourth SIGINT a SIGTERM; the first four of every eight inside a write (of the kinds
-    `writes`, in turn), the others at a time uniform over `span` seconds after the start."""
+    `writes`, in turn), the others at a time uniform over `span` seconds after the start;
+    each signals one of `processes`, drawn."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -79,6 +87,7 @@ def draw_instants(
             signals=kinds[i % 16],
             write=writes[(i // 2) % len(writes)] if i % 8 < 4 else None,
             seconds=round(float(rng.uniform(*span)), 2),
+            target=int(rng.integers(processes)),
         )
         for i in range(count)
     ]
@@ -87,22 +96,28 @@ def draw_instants(
 
 def _temp_files(run_dir: Path, pattern: re.Pattern) -> list[str]:
     """Names matching `pattern` anywhere under `run_dir` (a few dozen directories)."""
-    return [name for _, _, names in os.walk(run_dir) for name in names if pattern.match(name)]
+    return [
+        name for _, dirs, files in os.walk(run_dir) for name in dirs + files if pattern.match(name)
+    ]
 
 
 def interrupt(
-    cmd: list[str],
+    cmd: list[str] | list[tuple[list[str], dict]],
     run_dir: Path,
     instant: Instant,
     timeout: float,
     writes: dict[str, re.Pattern] = WRITES["train"],
 ) -> dict[str, Any]:
-    """Starts `cmd`, signals it at `instant` (its write one of `writes`), waits for it;
-    what happened."""
+    """Starts `cmd` (or several (cmd, env) processes: a multi-worker job), signals process
+    `target` at `instant` (its write one of `writes`), waits for all; what happened."""
+    group = [(cmd, ENV)] if isinstance(cmd[0], str) else cmd
     start = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    procs = [
+        subprocess.Popen(c, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for c, e in group
+    ]
+    target = instant.target
+    proc = procs[target]
     pattern = writes[instant.write] if instant.write else None
     stale = set(_temp_files(run_dir, ANY))  # left by a kill before: not a write
     in_write: list[str] = []
@@ -123,26 +138,37 @@ def interrupt(
             if proc.poll() is None:
                 proc.send_signal(getattr(signal, name))
                 sent.append(name)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    lines = [line for line in err.splitlines() if line.strip()]
+    errs = []
+    for p in procs:
+        try:
+            errs.append(p.communicate(timeout=timeout)[1])
+        except subprocess.TimeoutExpired:
+            p.kill()
+            errs.append(p.communicate()[1] + "\n(hung: killed by the harness)")
+    lines = [[line for line in err.splitlines() if line.strip()] for err in errs]
     return {
         "signals": list(instant.signals),
         "sent": sent,
         "write": instant.write,
+        "target": target,
         "seconds": round(time.monotonic() - start, 2),
         "temp_files_open": in_write,
         "returncode": proc.returncode,
-        "stderr_last_line": lines[-1] if lines else "",
-        "stderr_lines": len(lines),
+        "stderr_last_line": lines[target][-1] if lines[target] else "",
+        "stderr_lines": len(lines[target]),
+        "peers": [
+            {"returncode": p.returncode, "stderr_last_line": (ls or [""])[-1]}
+            for i, (p, ls) in enumerate(zip(procs, lines, strict=True))
+            if i != target
+        ],
     }
 
 
-def check_interrupted(result: dict[str, Any]) -> str | None:
-    """What is wrong with how one signalled process ended, or None."""
+def check_interrupted(result: dict[str, Any], sigterm_code: int = 143) -> str | None:
+    """What is wrong with how one signalled process (and its peers) ended, or None."""
+    for peer in result.get("peers", []):
+        if "hung" in peer["stderr_last_line"]:
+            return f"a peer of the signalled process hung: {peer}"
     if not result["sent"]:
         return None if result["returncode"] == 0 else f"exited {result['returncode']} unsignalled"
     if result["sent"][-1] == "SIGKILL":
@@ -150,8 +176,10 @@ def check_interrupted(result: dict[str, Any]) -> str | None:
     if result["returncode"] == 0:
         return None  # the signal came as it finished: nothing left to interrupt
     name = result["sent"][-1]
-    if result["returncode"] != EXIT_CODES[name]:
+    if result["returncode"] != {**EXIT_CODES, "SIGTERM": sigterm_code}[name]:
         return f"{name} gave exit {result['returncode']}: {result['stderr_last_line']}"
+    if name == "SIGTERM" and sigterm_code == PREEMPTED:
+        return None  # saved at the step and said so (multiworker's own message)
     if "interrupted" not in result["stderr_last_line"] or result["stderr_lines"] != 1:
         return f"{name}'s lines: {result['stderr_lines']}, last {result['stderr_last_line']!r}"
     return None
@@ -196,22 +224,55 @@ def tune_command(run_dir: Path, trials: int) -> list[str]:
     ]  # fmt: skip
 
 
+def multiworker_commands(run_dir: Path, epochs: int) -> list[tuple[list[str], dict]]:
+    """The two workers of a job on 127.0.0.1 (fixed ports: a rerun is the same command)."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    cmd = [
+        sys.executable, "-m", "keras_resnet.cli", "train", "--model", "resnet20", "--width",
+        "0.25", "--dataset", "digits", "--image-size", "8", "--batch-size", "64",
+        "--warmup-epochs", "0", "--epochs", str(epochs), "--no-augment", "--output",
+        str(run_dir), "--strategy", "multiworker",
+    ]  # fmt: skip
+    return [
+        (
+            cmd,
+            {
+                **ENV,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+                "CUDA_VISIBLE_DEVICES": "",
+            },
+        )  # fmt: skip
+        for index in range(2)
+    ]
+
+
 def stress(
-    cmd: list[str], run_dir: Path, instants: list[Instant], writes: dict, timeout: float = 300
+    cmd: list, run_dir: Path, instants: list[Instant], writes: dict, timeout: float = 300
 ) -> dict[str, Any]:
-    """Every instant in turn on `cmd`, then a run to the end; the results and problems."""
+    """Every instant in turn on `cmd` (one command, or a job's (cmd, env) list), then a
+    run to the end; the results and problems."""
+    sigterm_code = 143 if isinstance(cmd[0], str) else PREEMPTED
     results, problems = [], []
     for instant in instants:
         result = interrupt(cmd, run_dir, instant, timeout, writes)
         results.append(result)
-        problem = check_interrupted(result)
+        problem = check_interrupted(result, sigterm_code)
         if problem:
             problems.append(problem)
-    final = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout * 2)
-    if final.returncode:
-        tail = final.stderr.strip().splitlines()[-1:] or [""]
-        problems.append(f"the final run exited {final.returncode}: {tail[0]}")
-    return {"instants": results, "final_returncode": final.returncode, "problems": problems}
+    final = interrupt(cmd, run_dir, Instant((), None, 0.0), timeout * 2, writes)
+    codes = [final["returncode"], *(p["returncode"] for p in final["peers"])]
+    if any(codes):
+        problems.append(f"the final run exited {codes}: {final['stderr_last_line']}")
+    return {"instants": results, "final_returncode": max(codes, key=abs), "problems": problems}
 
 
 def _summarise(results: list[dict[str, Any]]) -> dict[str, int]:
@@ -234,14 +295,20 @@ def run_one(command: str, workdir: Path, count: int, seed: int) -> dict[str, Any
         spec_path.write_text(json.dumps(DIGITS_SPEC.to_dict()))
         epochs = 40  # enough that the run is still going at the last instant
         cmd, span = train_command(run_dir, spec_path, epochs), (3.0, 15.0)
-    else:
+    elif command == "tune":
         trials = 20
         cmd, span = tune_command(run_dir, trials), (3.0, 25.0)
+    else:
+        epochs = 30
+        cmd, span = multiworker_commands(run_dir, epochs), (8.0, 30.0)
     writes = WRITES[command]
-    outcome = stress(cmd, run_dir, draw_instants(count, seed, span, list(writes)), writes)
-    check = check_train_run(run_dir, epochs) if command == "train" else None
+    processes = 1 if command != "multiworker" else 2
+    instants = draw_instants(count, seed, span, list(writes), processes)
+    outcome = stress(cmd, run_dir, instants, writes)
     if command == "tune":
         check = check_tune_run(run_dir, trials)
+    else:
+        check = check_train_run(run_dir, epochs)
     if check and outcome["final_returncode"] == 0:
         outcome["problems"].append(check)
     return {"command": command, **_summarise(outcome["instants"]), **outcome}
@@ -251,9 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--command", nargs="+", default=["train", "tune"], choices=["train", "tune"]
-    )
+    parser.add_argument("--command", nargs="+", default=list(WRITES), choices=list(WRITES))
     parser.add_argument("--instants", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path)

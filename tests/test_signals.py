@@ -1,0 +1,52 @@
+"""keras_resnet._signals: a signal during fit is raised at the next step boundary."""
+
+import os
+import signal
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet._signals import deferred
+from keras_resnet.training.callbacks import StopOnSignal
+
+X = np.zeros((64, 4), "float32")
+Y = np.zeros((64,), "int32")
+
+
+class _Record(keras.callbacks.Callback):
+    """Sends SIGINT to this process inside batch 2's step, and records the batches that end."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ended.append(batch)
+
+
+def _model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_a_sigint_in_a_step_is_raised_after_it_and_the_handler_is_put_back():
+    before = signal.getsignal(signal.SIGINT)
+    record = _Record()
+    with pytest.raises(KeyboardInterrupt), deferred():
+        _model().fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[record, StopOnSignal()])
+    assert record.ended == [0, 1, 2]  # batch 2 finished its step; nothing after it ran
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_without_a_signal_fit_runs_to_its_end():
+    record = _Record()
+    record.on_train_batch_begin = lambda batch, logs=None: None
+    with deferred():
+        _model().fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[record, StopOnSignal()])
+    assert len(record.ended) == 16
