@@ -79,6 +79,9 @@ setup(
         "scipy>=1.9",  # keras-tuner's Bayesian optimisation
         "numpy",
         "safetensors>=0.4",  # reads torchvision/timm weight files (issue #16)
+        # create_model(..., pretrained=True): timm's weights from the Hub, its cache, offline
+        # mode and token; >=0.34 for the `hf download` command its errors suggest.
+        "huggingface_hub>=0.34",
         "scikit-learn>=1.3",  # the offline digits dataset
         "matplotlib>=3.7",  # training curves, tuner Pareto plot
         "tensorboard",  # TF 2.21 no longer depends on it; training writes its logs
