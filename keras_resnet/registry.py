@@ -208,6 +208,19 @@ def resolve(name: str, pretrained: bool | str = False) -> tuple[str, PretrainedC
     return key, cfg
 
 
+def is_model_name(name: str) -> bool:
+    """Whether `name` is a registry name (a named spec, or `name.tag` of one)."""
+    arch = name.lower().partition(".")[0]
+    return name.lower() in PRETRAINED or (arch == name.lower() and bool(_spec_key_or_none(arch)))
+
+
+def _spec_key_or_none(name: str) -> str | None:
+    try:
+        return _spec_key(name)
+    except ValueError:
+        return None
+
+
 def pretrained_cfg(name: str) -> PretrainedCfg:
     """The tag a name loads: `pretrained_cfg("resnet50d.ra2_in1k").preprocessing == "torch"`."""
     return resolve(name, pretrained=True)[1]
@@ -225,6 +238,8 @@ def weights_for_spec(spec: str, weights: Any) -> Any:
 
     if not isinstance(weights, str) or weights == "imagenet" or os.path.exists(weights):
         return weights
+    if not weights.startswith(HF_HUB_PREFIX) and (os.sep in weights or weights.endswith(".h5")):
+        return weights  # a path that does not exist: the builder says so
     if weights.startswith(HF_HUB_PREFIX):
         from keras_resnet import hub
 

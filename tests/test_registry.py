@@ -4,6 +4,7 @@ The Hub is a cache laid out on disk by `offline_hub` (conftest.py): timm/resnet1
 holding tests/fixtures' seeded timm state, HF_HUB_OFFLINE=1. Nothing is downloaded.
 """
 
+import json
 import os
 
 import numpy as np
@@ -125,3 +126,51 @@ def test_a_file_missing_offline_says_how_to_download_it(offline_hub):
     assert "hf download timm/resnet34d.ra2_in1k model.safetensors" in message
     with pytest.raises(OSError, match="hf download timm/resnet18d.ra3_in1k"):
         keras_resnet.ResNet18D(weights="hf-hub:timm/resnet18d.ra3_in1k")
+
+
+def test_eval_transform_resizes_the_shorter_side_then_crops_the_centre():
+    from PIL import Image
+
+    from keras_resnet.eval_images import eval_transform
+
+    pixels = np.arange(256 * 512 * 3, dtype=np.uint32).reshape(256, 512, 3) % 251
+    image = Image.fromarray(pixels.astype(np.uint8))
+    # 224 / 0.875 = 256: the shorter side already is; the centre 224 square starts at (16, 144).
+    out = eval_transform(image, 224, 0.875, "nearest")
+    np.testing.assert_array_equal(out * 255, pixels[16:240, 144:368].astype(np.float32))
+    doubled = image.resize((1024, 512), Image.Resampling.NEAREST)  # each pixel 2x2
+    halved = eval_transform(doubled, 224, 0.875, "nearest")
+    np.testing.assert_array_equal(halved, out)
+
+
+def test_predict_takes_a_registry_name(offline_hub, tmp_path, capsys, monkeypatch):
+    from keras.src.applications import imagenet_utils
+    from PIL import Image
+
+    from keras_resnet.eval_images import eval_transform
+    from tests.helpers import run_cli
+
+    # ImageNet's class names without their download (keras caches them in this global).
+    index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
+    monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", index)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (180, 240, 3), dtype=np.uint8)).save(path)
+    code, out, err = run_cli(
+        capsys, "predict", "resnet18d.ra2_in1k", str(path), "--top-k", "3", "--json"
+    )
+    assert code == 0, err
+    results = json.loads(out)
+
+    cfg = keras_resnet.pretrained_cfg("resnet18d.ra2_in1k")
+    x = eval_transform(Image.open(path).convert("RGB"), 224, cfg.crop_pct, cfg.interpolation)
+    x = keras_resnet.preprocess_input(x[None] * 255.0, mode=cfg.preprocessing)
+    model = keras_resnet.create_model("resnet18d.ra2_in1k", pretrained=True)
+    expected = np.asarray(model(x, training=False))[0]
+    top = np.argsort(-expected)[:3]
+    assert [p["class"] for p in results[0]["predictions"]] == top.tolist()
+    assert results[0]["predictions"][0]["label"] == f"class_{top[0]}"
+    np.testing.assert_allclose(
+        [p["probability"] for p in results[0]["predictions"]], expected[top], rtol=1e-4
+    )
+    assert results[0]["image"] == str(path)
