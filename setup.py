@@ -52,6 +52,9 @@ def _tensorflow_requirement() -> str:
 
 # keras' ONNX exporter uses tf2onnx; onnxruntime verifies the file.
 ONNX = ["tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"]
+# Keras' JAX backend for the models, weights, fold and predict (tests/test_backends.py);
+# 18 s to install here, 349 MB of jaxlib.
+JAX = ["jax[cpu]>=0.4.34"]
 
 setup(
     name="keras3-resnet",
@@ -89,8 +92,10 @@ setup(
     ],
     extras_require={
         "onnx": ONNX,
+        "jax": JAX,
         "dev": [
             *ONNX,  # so the tests cover the optional ONNX export
+            *JAX,  # so the tests cover another Keras backend
             # <9.2: pytest 9.2's structured node ids make pytest-xdist 3.8's `--dist
             # loadgroup` stop grouping, silently (pytest-dev/pytest-xdist#1386; fix in
             # #1388): every module fixture was then built on both workers, the two-worker
