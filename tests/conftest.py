@@ -19,6 +19,8 @@ SLOWEST_FIRST = (
     "test_bench.py",
     "test_torch_weights.py",
     "test_export.py",
+    "test_backends.py",  # a JAX subprocess: 25-55 s
+    "test_readme.py",  # with test_registry.py, one xdist group (the offline Hub cache)
     "test_training.py",
     "test_applications.py",
     "test_property.py",

@@ -47,6 +47,10 @@ def test_the_tag_decides_the_graph():
     assert registry.resolve("tv_resnet50", True)[1].full_name == "resnet50.tv2_in1k"
     assert registry.resolve("ResNet50D", "ra2_in1k")[1].full_name == "resnet50d.ra2_in1k"
     assert registry.pretrained_cfg("resnet50v2").preprocessing == "tf"
+    # keras.applications' own files are weights="imagenet"; paths and None pass through.
+    assert registry.weights_for_spec("resnet50", "keras_in1k") == "imagenet"
+    for weights in (None, "imagenet", "no/such/file.weights.h5"):
+        assert registry.weights_for_spec("resnet50", weights) == weights
 
 
 def test_list_models():
