@@ -141,15 +141,20 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """Model names matching a shell-style `pattern`, in table order.
 
     `pretrained=False`: every graph (the named specs). `pretrained=True`: every `name.tag`
-    with weights, which `create_model(name, pretrained=True)` loads.
+    with weights, which `create_model(name, pretrained=True)` loads; a pattern without a
+    dot is matched against the name alone (`"resnet*d"` finds `resnet50d.ra2_in1k`).
 
     Example:
 
     >>> list_models("seresnext*", pretrained=True)
     ['seresnext50_32x4d.racm_in1k']
     """
-    names = list(PRETRAINED) if pretrained else list_specs()
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+    pattern = pattern.lower()
+    if not pretrained:
+        return [n for n in list_specs() if fnmatch.fnmatchcase(n, pattern)]
+    if "." not in pattern:
+        pattern += ".*"
+    return [n for n in PRETRAINED if fnmatch.fnmatchcase(n, pattern)]
 
 
 def _spec_key(name: str) -> str:

@@ -51,8 +51,9 @@ def test_every_python_block_of_the_readme_runs(offline_hub, tmp_path, monkeypatc
         exec(compile(blocks[i], f"README.md python block {i + 1}", "exec"), namespace)
         return capsys.readouterr().out.splitlines()
 
-    # Block 1: the top-3 classes of the seeded weights, named.
-    (top3,) = run(0)
+    # Block 1: the models it lists, then the top-3 classes of the seeded weights, named.
+    listed, top3 = run(0)
+    assert eval(listed)[0] == "resnet18d.ra2_in1k" and len(eval(listed)) == 5
     assert top3.startswith("[[('n0") and top3.count("class_") == 3
     # Block 2: the counts it states, and the model it builds.
     stated, custom = run(1)

@@ -61,6 +61,13 @@ def test_list_models():
         "resnet50.tv_in1k",
         "resnet50.a1_in1k",
     ]
+    assert keras_resnet.list_models("seresnet*", pretrained=True) == [
+        "seresnet50.ra2_in1k",
+        "seresnet50.a1_in1k",
+    ]
+    assert keras_resnet.list_models("*.racm_in1k", pretrained=True) == [
+        "seresnext50_32x4d.racm_in1k"
+    ]
     assert keras_resnet.list_models("resnet*d", pretrained=False) == [
         "resnet18d",
         "resnet34d",
