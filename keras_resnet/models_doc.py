@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from keras_resnet._io import write_text_atomic
 
+    if not (ROOT / "setup.py").is_file():  # an installed package: no README or docs/ to write
+        parser.error(f"run it in a source checkout (no setup.py beside {ROOT / 'keras_resnet'})")
+
     stale = []
     for path, new in (
         (MODELS_MD, models_markdown()),
