@@ -123,10 +123,18 @@ def test_hub_weights_are_converted_once_and_give_timm_s_logits(offline_hub, monk
 def test_a_new_head_keeps_the_pretrained_backbone(offline_hub):
     full = keras_resnet.create_model("resnet18d.ra2_in1k", pretrained=True, input_shape=INPUT)
     ten = keras_resnet.create_model("resnet18d", pretrained=True, input_shape=INPUT, classes=10)
-    assert ten.output_shape == (None, 10)
-    np.testing.assert_array_equal(
-        full.get_layer("conv1_1_conv").kernel, ten.get_layer("conv1_1_conv").kernel
+    headless = keras_resnet.create_model(
+        "resnet18d.ra2_in1k", pretrained=True, include_top=False, pooling="avg", input_shape=INPUT
     )
+    assert ten.output_shape == (None, 10) and headless.output_shape == (None, 512)
+    for model in (ten, headless):
+        for layer in ("conv1_1_conv", "conv5_block2_2_bn"):
+            for a, b in zip(
+                full.get_layer(layer).get_weights(),
+                model.get_layer(layer).get_weights(),
+                strict=True,
+            ):
+                np.testing.assert_array_equal(a, b)
 
 
 def test_a_file_missing_offline_says_how_to_download_it(offline_hub):
