@@ -90,9 +90,22 @@ def lay_out_hub_cache(cache: os.PathLike, repo_id: str, state: dict) -> str:
     return sha256
 
 
+@pytest.fixture(scope="session")
+def _hub_and_keras_caches(tmp_path_factory):
+    """The caches `offline_hub` points at, made once per worker: a converted file is reused."""
+    from tests.fixtures.torch_state import fixture_path, load_fixture, reference_state
+
+    root = tmp_path_factory.mktemp("hub")
+    fixture = load_fixture(fixture_path("timm", "resnet18d"))
+    state = reference_state(fixture["keys_shapes_dtypes"], fixture["state_seed"])
+    sha256 = lay_out_hub_cache(root / "hf", "timm/resnet18d.ra2_in1k", state)
+    (root / "keras").mkdir()  # else Keras' cache falls back to /tmp/.keras
+    return {"root": root, "fixture": fixture, "sha256": sha256, "keras": root / "keras"}
+
+
 @pytest.fixture(scope="module")
-def offline_hub(tmp_path_factory):
-    """An offline Hugging Face cache holding timm/resnet18d.ra2_in1k, and an empty Keras cache.
+def offline_hub(_hub_and_keras_caches):
+    """An offline Hugging Face cache holding timm/resnet18d.ra2_in1k, and a Keras cache.
 
     The weights are tests/fixtures' seeded timm resnet18d state (its logits are the real
     timm's on the fixture's input). HF_HUB_CACHE and HF_HUB_OFFLINE=1 are set, and also
@@ -102,17 +115,13 @@ def offline_hub(tmp_path_factory):
     import huggingface_hub.constants
 
     import keras_resnet.weights
-    from tests.fixtures.torch_state import fixture_path, load_fixture, reference_state
 
-    root = tmp_path_factory.mktemp("hub")
-    fixture = load_fixture(fixture_path("timm", "resnet18d"))
-    state = reference_state(fixture["keys_shapes_dtypes"], fixture["state_seed"])
-    sha256 = lay_out_hub_cache(root / "hf", "timm/resnet18d.ra2_in1k", state)
-    (root / "keras").mkdir()  # else Keras' cache falls back to /tmp/.keras
+    caches = _hub_and_keras_caches
+    hf = str(caches["root"] / "hf")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_CACHE", str(root / "hf"))
+        mp.setenv("HF_HUB_CACHE", hf)
         mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root / "hf"))
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hf)
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        mp.setattr(keras_resnet.weights, "CACHE_DIR", str(root / "keras"))
-        yield {"root": root, "fixture": fixture, "sha256": sha256, "keras": root / "keras"}
+        mp.setattr(keras_resnet.weights, "CACHE_DIR", str(caches["keras"]))
+        yield caches
