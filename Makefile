@@ -30,8 +30,8 @@ demo: install
 test: install lint
 	$(PY) -m pytest
 
-# Full benchmark (14-16 min on 2 cores here; run it on a quiet machine), then the README
-# tables and chart from its results file.
+# Full benchmark (14-16 min on 2 cores here; run it on a quiet machine), then the
+# benchmarks/README.md tables and chart from its results file.
 bench: install
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.report

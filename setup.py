@@ -52,6 +52,9 @@ def _tensorflow_requirement() -> str:
 
 # keras' ONNX exporter uses tf2onnx; onnxruntime verifies the file.
 ONNX = ["tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"]
+# Keras' JAX backend for the models, weights, fold and predict (tests/test_backends.py);
+# 18 s to install here, 349 MB of jaxlib.
+JAX = ["jax[cpu]>=0.4.34"]
 
 setup(
     name="keras3-resnet",
@@ -79,6 +82,9 @@ setup(
         "scipy>=1.9",  # keras-tuner's Bayesian optimisation
         "numpy",
         "safetensors>=0.4",  # reads torchvision/timm weight files (issue #16)
+        # create_model(..., pretrained=True): timm's weights from the Hub, its cache, offline
+        # mode and token; >=0.34 for the `hf download` command its errors suggest.
+        "huggingface_hub>=0.34",
         "scikit-learn>=1.3",  # the offline digits dataset
         "matplotlib>=3.7",  # training curves, tuner Pareto plot
         "tensorboard",  # TF 2.21 no longer depends on it; training writes its logs
@@ -86,8 +92,10 @@ setup(
     ],
     extras_require={
         "onnx": ONNX,
+        "jax": JAX,
         "dev": [
             *ONNX,  # so the tests cover the optional ONNX export
+            *JAX,  # so the tests cover another Keras backend
             # <9.2: pytest 9.2's structured node ids make pytest-xdist 3.8's `--dist
             # loadgroup` stop grouping, silently (pytest-dev/pytest-xdist#1386; fix in
             # #1388): every module fixture was then built on both workers, the two-worker

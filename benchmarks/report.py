@@ -1,4 +1,4 @@
-"""Turns a benchmark results file into the README performance tables and a PNG chart.
+"""Turns a benchmark results file into benchmarks/README.md's tables and a PNG chart.
 
     python -m benchmarks.report [--results FILE_OR_DIR] [--readme FILE ...] [--chart PNG]
                                 [--check]
@@ -6,11 +6,12 @@
 The tables are written between marker lines, never typed by hand:
 
     <!-- bench:summary:start --> ... <!-- bench:summary:end -->   ratios and targets
+    <!-- bench:rows:start --> ... <!-- bench:rows:end -->         the faster-than comparisons
     <!-- bench:detail:start --> ... <!-- bench:detail:end -->     every figure
 
-Each README gets the blocks whose markers it has (README.md: the summary;
-benchmarks/README.md: both). `--results` defaults to the newest full run in
-benchmarks/results/ (quick, partial and failed runs are only used when named);
+Each README gets the blocks whose markers it has (benchmarks/README.md has them all; the
+top-level README keeps measurements out and links there). `--results` defaults to the
+newest full run in benchmarks/results/ (quick, partial and failed runs are only used when named);
 `--check` writes nothing and exits 1 when a README is not what the results
 file generates.
 
@@ -34,7 +35,7 @@ from keras_resnet._io import write_text_atomic
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-READMES = (BENCH_DIR.parent / "README.md", BENCH_DIR / "README.md")
+READMES = (BENCH_DIR / "README.md",)
 BLOCKS = ("summary", "detail")
 
 # --- text ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Data flows one way: spec -> builder -> model -> (train | tune | export).
 >>> import keras_resnet
 >>> model = keras_resnet.ResNet50(weights=None)         # keras.applications drop-in
 >>> small = keras_resnet.build_resnet("resnet20", classes=10)
+>>> net = keras_resnet.create_model("resnet50d.ra2_in1k", pretrained=True)  # timm's weights
 
 Every name is imported on first use: `import keras_resnet` imports neither
 Keras nor TensorFlow until a model, spec or module is asked for, and the heavy
@@ -37,6 +38,9 @@ _PUBLIC = {
     "get_spec": "spec",
     "list_specs": "spec",
     "load_torch_weights": "torch_weights",
+    "create_model": "registry",
+    "list_models": "registry",
+    "pretrained_cfg": "registry",
 }
 _LAZY_MODULES = ("data", "training", "tuning", "export", "cli")
 

@@ -86,3 +86,19 @@ def config_with_overrides(
     if config is None:
         return cls(**overrides)
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def require_tensorflow_backend(what: str, needs: str) -> None:
+    """One line when `what` is called under another Keras backend than TensorFlow.
+
+    Models, weights, `fold_batchnorm` and `predict` run on every backend; tf.data
+    pipelines, SavedModel/TFLite export and tf.distribute do not.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"{what} needs Keras' TensorFlow backend ({needs}); set KERAS_BACKEND=tensorflow. "
+            f"Received: KERAS_BACKEND={backend!r}"
+        )

@@ -21,6 +21,7 @@ from keras.applications import imagenet_utils  # public: preprocess_input, decod
 
 from keras_resnet.builder import build_resnet
 from keras_resnet.catalog import APPLICATION_TABLE
+from keras_resnet.registry import PRETRAINED, weights_for_spec
 from keras_resnet.spec import get_spec
 from keras_resnet.weights import WEIGHTS_HASHES
 
@@ -31,8 +32,9 @@ Same arguments and behaviour as `keras.applications.ResNet50`; built by
 
 Args:
     include_top: whether to include the global-pooling + dense classifier.
-    weights: `None` (random initialization), `"imagenet"` ({weights_note}), or
-        the path to a weights file to load.
+    weights: `None` (random initialization), `"imagenet"` ({weights_note}),
+        a pretrained tag of this network ({tags}), a Hub repository
+        (`"hf-hub:timm/NAME.TAG"`), or the path to a weights file to load.
     input_tensor: optional Keras tensor (output of `keras.Input()`) to use as
         the image input.
     input_shape: optional shape tuple, only to be specified if `include_top`
@@ -75,7 +77,7 @@ def _application(public_name: str) -> Callable[..., keras.Model]:
         return build_resnet(
             spec,
             include_top=include_top,
-            weights=weights,
+            weights=weights_for_spec(spec_key, weights),
             input_tensor=input_tensor,
             input_shape=input_shape,
             pooling=pooling,
@@ -98,6 +100,8 @@ def _application(public_name: str) -> Callable[..., keras.Model]:
         min_size=spec.min_input_size,
         classes=default_classes,
         params=f"{params}",
+        tags=", ".join(f'`"{c.tag}"`' for c in PRETRAINED.values() if c.spec == spec_key)
+        or "none registered",
     )
     return application
 

@@ -50,6 +50,9 @@ EXPORT_KEYS = (
 
 def _add_list(sub) -> None:
     p = sub.add_parser("list", help="named specs with their parameter counts")
+    p.add_argument(
+        "--pretrained", action="store_true", default=False, help="the pretrained name.tag models"
+    )
     p.set_defaults(func=_cmd_list)
 
 
@@ -67,10 +70,24 @@ def _parts(spec) -> str:
     return ", ".join(parts)
 
 
+def _list_pretrained() -> int:
+    from keras_resnet.registry import PRETRAINED
+
+    print(f"{'name':<30} {'graph':<18} {'top-1':>6} {'size':>4} {'crop':>5}  source")
+    for name, cfg in PRETRAINED.items():
+        print(
+            f"{name:<30} {cfg.spec:<18} {cfg.top1:>6.2f} {cfg.input_size:>4} "
+            f"{cfg.crop_pct:>5.3f}  {cfg.source}"
+        )
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from keras_resnet.catalog import application_name
     from keras_resnet.spec import get_spec, list_specs
 
+    if args.pretrained:
+        return _list_pretrained()
     print(f"{'name':<18} {'application':<16} {'block':<10} {'depth':>5} {'params':>12}  parts")
     for name in list_specs():
         spec = get_spec(name)
@@ -132,7 +149,9 @@ def _cmd_convert_weights(args: argparse.Namespace) -> int:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="top-k classes of image files with a model")
     p.add_argument(
-        "model", help="a .keras file, a run or export directory, a SavedModel, a .tflite"
+        "model",
+        help="a .keras file, a run or export directory, a SavedModel, a .tflite, or a "
+        "pretrained name such as resnet50d.ra2_in1k (keras-resnet list --pretrained)",
     )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, help=f"default {constants.DEFAULT_TOP_K}")

@@ -3,7 +3,8 @@
 MODEL is a `.keras` file, a training run directory (its `best.keras`), an export
 directory (its `manifest.json` names the preprocessing, `labels.txt` the
 classes; the Keras file is used, else the fp32 TFLite one, else the
-SavedModel), a SavedModel directory or a `.tflite` file. Each image is read with
+SavedModel), a SavedModel directory, a `.tflite` file, or a pretrained registry name
+(`resnet50d.ra2_in1k`: its weights, and its tag's crop and normalisation). Each image is read with
 Keras' `load_img` in the model's channels (grayscale, RGB or RGBA), resized to
 the model's input, scaled to [0, 1] and preprocessed as the export recorded it
 (`unit`, `caffe`, `tf`, `torch`, `none`; default `unit`, the training
@@ -29,8 +30,9 @@ _COLOR_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
 class _Model:
     """One loaded model: `run(images in [0, 1]) -> scores`, its input and its labels."""
 
-    def __init__(self, run, shape, labels=None, preprocessing=None):
+    def __init__(self, run, shape, labels=None, preprocessing=None, load=None):
         self.run, self.shape, self.labels, self.preprocessing = run, shape, labels, preprocessing
+        self.load = load  # images -> pixels in [0, 1]; default `load_images` at `shape`
 
 
 def _keras_model(path: Path, labels=None, preprocessing=None) -> _Model:
@@ -91,9 +93,29 @@ def _run_dir(path: Path) -> _Model:
     return _keras_model(path / "best.keras", None, "unit")
 
 
+def _registry_model(name: str) -> _Model:
+    """A registry name (`resnet50d.ra2_in1k`): its pretrained weights, crop and preprocessing."""
+    from keras_resnet.eval_images import load_eval_images
+    from keras_resnet.registry import create_model, pretrained_cfg
+
+    cfg = pretrained_cfg(name)
+    size = (cfg.input_size, cfg.input_size, 3)
+    model = create_model(cfg.full_name, pretrained=True, input_shape=size)
+    return _Model(
+        lambda x: np.asarray(model.predict(x, verbose=0)),
+        size,
+        preprocessing=cfg.preprocessing,
+        load=lambda paths: load_eval_images(paths, cfg),
+    )
+
+
 def open_model(model: str | os.PathLike) -> _Model:
     """Loads MODEL (see the module doc); a path that is none of those is one clear line."""
+    from keras_resnet.registry import is_model_name
+
     path = Path(model)
+    if not path.exists() and is_model_name(str(model)):
+        return _registry_model(str(model))
     if path.is_dir():
         for marker, opener in (
             ("manifest.json", _export_dir),
@@ -107,8 +129,9 @@ def open_model(model: str | os.PathLike) -> _Model:
     elif path.suffix == ".tflite" and path.is_file():
         return _tflite_model(path)
     raise ValueError(
-        "`model` must be a .keras file, a run or export directory, a SavedModel directory or a "
-        f".tflite file. Received: model={str(model)!r}"
+        "`model` must be a .keras file, a run or export directory, a SavedModel directory, a "
+        f".tflite file or a pretrained model name (list_models(pretrained=True)). "
+        f"Received: model={str(model)!r}"
     )
 
 
@@ -197,7 +220,7 @@ def predict(
     anything is decoded (default PIL's `Image.MAX_IMAGE_PIXELS`, 89,478,485).
     """
     from keras_resnet._checks import check_choice, check_positive_int
-    from keras_resnet._limits import default_max_image_pixels
+    from keras_resnet._limits import default_max_image_pixels, pil_pixel_limit
 
     check_positive_int("top_k", top_k)
     check_positive_int("max_image_pixels", max_image_pixels, allow_none=True)
@@ -208,7 +231,11 @@ def predict(
     max_image_pixels = max_image_pixels or default_max_image_pixels()
     check_images(images, max_image_pixels)  # before the model is loaded
     loaded = open_model(model)
-    pixels = load_images(images, loaded.shape, max_image_pixels)
+    if loaded.load:
+        with pil_pixel_limit(max_image_pixels):
+            pixels = loaded.load(images)
+    else:
+        pixels = load_images(images, loaded.shape, max_image_pixels)
     mode = preprocessing or loaded.preprocessing or "unit"
     probabilities = _probabilities(loaded.run(_preprocess(pixels, mode)))
     names = _label_names(loaded, probabilities.shape[1])

@@ -185,15 +185,22 @@ def convert_torch_weights(
     Returns:
         `{"model", "classes", "params", "output"}`.
     """
-    from keras_resnet._io import atomic_path
-    from keras_resnet.builder import build_resnet
-    from keras_resnet.spec import get_spec
-
     output = os.fspath(output)
     if not output.endswith(".weights.h5"):
         raise ValueError(f"`output` must end in .weights.h5 (Keras' rule). Received: {output=}")
     if os.path.lexists(output):
         raise ValueError(f"`output` exists; choose a new file. Received: {output=}")
+    return write_converted(path, model, output)
+
+
+def write_converted(
+    path: str | os.PathLike, model: str, output: str | os.PathLike
+) -> dict[str, Any]:
+    """`convert_torch_weights` without its checks of `output`: written atomically, over it."""
+    from keras_resnet._io import atomic_path
+    from keras_resnet.builder import build_resnet
+    from keras_resnet.spec import get_spec
+
     spec = get_spec(model)
     state = read_safetensors(path)
     head = state.get("fc.weight")
@@ -202,4 +209,9 @@ def convert_torch_weights(
     _set_weights(built, state, f"Received: path={os.fspath(path)!r}, model={model!r}")
     with atomic_path(output) as tmp:
         built.save_weights(tmp)
-    return {"model": model, "classes": classes, "params": built.count_params(), "output": output}
+    return {
+        "model": model,
+        "classes": classes,
+        "params": built.count_params(),
+        "output": os.fspath(output),
+    }

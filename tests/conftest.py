@@ -19,6 +19,8 @@ SLOWEST_FIRST = (
     "test_bench.py",
     "test_torch_weights.py",
     "test_export.py",
+    "test_backends.py",  # a JAX subprocess: 25-55 s
+    "test_readme.py",  # with test_registry.py, one xdist group (the offline Hub cache)
     "test_training.py",
     "test_interrupts.py",
     "test_applications.py",
@@ -61,3 +63,66 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for name, value in sorted(seconds.items()):
         terminalreporter.write_line(f"{value:7.1f} s  {name}")
     terminalreporter.write_line(f"{sum(seconds.values()):7.1f} s  total")
+
+
+def lay_out_hub_cache(cache: os.PathLike, repo_id: str, state: dict) -> str:
+    """Writes `state` as `repo_id`'s model.safetensors in huggingface_hub's cache layout.
+
+    models--OWNER--NAME/blobs/<sha256>, snapshots/<revision>/model.safetensors (a symlink to
+    the blob) and refs/main (the revision): what `hf download` leaves. Returns the sha256.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.numpy import save_file
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True)
+    staged = repo / "blobs" / "staged"
+    save_file(state, str(staged))
+    sha256 = hashlib.sha256(staged.read_bytes()).hexdigest()
+    staged.rename(repo / "blobs" / sha256)
+    revision = hashlib.sha1(repo_id.encode()).hexdigest()  # any 40-hex commit id
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(f"../../blobs/{sha256}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return sha256
+
+
+@pytest.fixture(scope="session")
+def _hub_and_keras_caches(tmp_path_factory):
+    """The caches `offline_hub` points at, made once per worker: a converted file is reused."""
+    from tests.fixtures.torch_state import fixture_path, load_fixture, reference_state
+
+    root = tmp_path_factory.mktemp("hub")
+    fixture = load_fixture(fixture_path("timm", "resnet18d"))
+    state = reference_state(fixture["keys_shapes_dtypes"], fixture["state_seed"])
+    sha256 = lay_out_hub_cache(root / "hf", "timm/resnet18d.ra2_in1k", state)
+    (root / "keras").mkdir()  # else Keras' cache falls back to /tmp/.keras
+    return {"root": root, "fixture": fixture, "sha256": sha256, "keras": root / "keras"}
+
+
+@pytest.fixture(scope="module")
+def offline_hub(_hub_and_keras_caches):
+    """An offline Hugging Face cache holding timm/resnet18d.ra2_in1k, and a Keras cache.
+
+    The weights are tests/fixtures' seeded timm resnet18d state (its logits are the real
+    timm's on the fixture's input). HF_HUB_CACHE and HF_HUB_OFFLINE=1 are set, and also
+    patched into huggingface_hub.constants, which reads them once at import;
+    keras_resnet.weights.CACHE_DIR points Keras' cache into the test's directory.
+    """
+    import huggingface_hub.constants
+
+    import keras_resnet.weights
+
+    caches = _hub_and_keras_caches
+    hf = str(caches["root"] / "hf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", hf)
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hf)
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(keras_resnet.weights, "CACHE_DIR", str(caches["keras"]))
+        yield caches

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras_resnet._checks import check_positive_int as _check_positive_int
 from keras_resnet._checks import is_int as _is_int
 from keras_resnet._checks import is_number as _is_number
+from keras_resnet._checks import require_tensorflow_backend
 from keras_resnet.data.base import (
     _MIN_SHUFFLE_BUFFER,
     _SHUFFLE_BUFFER_BYTES,
@@ -147,6 +148,7 @@ def load_dataset(
         >>> images.shape, labels.shape, splits.sizes["test"]
         (TensorShape([64, 32, 32, 3]), TensorShape([64, 10]), 359)
     """
+    require_tensorflow_backend("load_dataset()", "its pipelines are tf.data")
     dataset = _check_dataset(dataset)
     data = DataOptions(
         image_size=image_size,

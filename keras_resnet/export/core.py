@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet._checks import require_tensorflow_backend
 from keras_resnet._logs import quiet_native_logs
 from keras_resnet.constants import TFLITE_VARIANTS
 from keras_resnet.export.export_utils import (
@@ -418,6 +419,7 @@ def export_model(
         >>> manifest = export_model(model, "saved_models/mine", representative_data=x_train[:200],
         ...                         validation_data=x_test, class_names=names, formats="tflite")
     """
+    require_tensorflow_backend("export_model()", "SavedModel and TFLite conversion")
     options = resolve_options(options, option_overrides)
     model, trained_policy = float32_model(model)  # exported and verified in float32
     height, width, channels, classes = check_classifier(model)

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_resnet._checks import config_with_overrides
+from keras_resnet._checks import config_with_overrides, require_tensorflow_backend
 from keras_resnet._io import check_fingerprint, locked_run_dir
 from keras_resnet._io import write_json as _write_json
 from keras_resnet._signals import deferred
@@ -141,6 +141,7 @@ def train(
     >>> metrics["test_accuracy"] > 0.98
     True
     """
+    require_tensorflow_backend("train()", "tf.data pipelines and tf.distribute")
     start = time.perf_counter()
     config = config_with_overrides(
         TrainConfig, config, hyperparameters, arg="config", caller="train"

@@ -28,6 +28,7 @@ from keras_resnet._checks import (
     config_with_overrides,
     is_int,
     received,
+    require_tensorflow_backend,
 )
 from keras_resnet._io import locked_run_dir, write_json
 from keras_resnet.constants import (
@@ -250,6 +251,7 @@ def search(
     >>> summary["best"]["params"] <= 100_000
     True
     """
+    require_tensorflow_backend("search()", "tf.data pipelines and its latency targets")
     started = time.perf_counter()
     config = config_with_overrides(SearchConfig, config, keywords, arg="config", caller="search")
     splits, hypermodel = _prepare(dataset, config)
