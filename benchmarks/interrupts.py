@@ -155,9 +155,15 @@ def interrupt(
         "temp_files_open": in_write,
         "returncode": proc.returncode,
         "stderr_last_line": lines[target][-1] if lines[target] else "",
+        "traceback": any(line.startswith("Traceback") for line in lines[target]),
         "stderr_lines": len(lines[target]),
         "peers": [
-            {"returncode": p.returncode, "stderr_last_line": (ls or [""])[-1]}
+            {
+                "returncode": p.returncode,
+                "stderr_last_line": (ls or [""])[-1],
+                "stderr_lines": len(ls),
+                "traceback": any(line.startswith("Traceback") for line in ls),
+            }
             for i, (p, ls) in enumerate(zip(procs, lines, strict=True))
             if i != target
         ],
@@ -169,6 +175,8 @@ def check_interrupted(result: dict[str, Any], sigterm_code: int = 143) -> str | 
     for peer in result.get("peers", []):
         if "hung" in peer["stderr_last_line"]:
             return f"a peer of the signalled process hung: {peer}"
+        if peer["traceback"]:
+            return f"a peer of the signalled process printed a traceback: {peer}"
     if not result["sent"]:
         return None if result["returncode"] == 0 else f"exited {result['returncode']} unsignalled"
     if result["sent"][-1] == "SIGKILL":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -251,19 +252,31 @@ def _train_multiworker(spec, args: argparse.Namespace) -> int:
     task = read_tf_config()  # before TensorFlow starts its server
     print(f"keras-resnet train: {task.describe()}", flush=True)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    peer_gone = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+    previous_hook = threading.excepthook
+
+    def quiet_peer_gone(hook_args) -> None:
+        # TensorFlow's preemption watcher thread fails too when a peer dies (seen: its
+        # traceback after our line); the main thread says it in one line.
+        if not isinstance(hook_args.exc_value, peer_gone):
+            previous_hook(hook_args)
+
+    threading.excepthook = quiet_peer_gone
     try:
         train(spec, args.dataset, output_dir=args.output, strategy=strategy,
               **_given(args, TRAIN_KEYS))  # fmt: skip
     except multiworker.TrainingPreemptedError as e:
         print(f"keras-resnet train: {e}", file=sys.stderr)
         return multiworker.PREEMPTED_EXIT_CODE
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+    except peer_gone as e:
         print(
             f"keras-resnet train: another worker stopped ({type(e).__name__}); rerun the same "
             "command on every worker to resume from the last finished epoch",
             file=sys.stderr,
         )
         return 1
+    finally:
+        threading.excepthook = previous_hook
     return 0
 
 
