@@ -290,6 +290,7 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, int]:
         "inside_a_write": sum(bool(r["sent"] and r["temp_files_open"]) for r in results),
         "sigkill": sum(r["sent"][-1:] == ["SIGKILL"] for r in results),
         "sigint": sum(r["sent"][-1:] == ["SIGINT"] for r in results),
+        "sigterm": sum(r["sent"][-1:] == ["SIGTERM"] for r in results),
         "double_sigint": sum(r["sent"] == ["SIGINT", "SIGINT"] for r in results),
     }
 
