@@ -154,3 +154,19 @@ def test_metrics_record_recipe_and_layout(tmp_path):
     assert metrics["config"]["label_smoothing"] == 0.1
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["fingerprint"]["recipe"] == "fast-cifar"
+
+
+def test_imagenet_crops_in_the_pipeline():
+    """random-resized-crop trains on per-image crops (seeded); eval_crop center-crops test/."""
+    from keras_resnet.data.crops import resize_center_crop
+
+    options = DataOptions(image_size=24, augmentation="random-resized-crop", eval_crop=0.875)
+    splits = load_splits(SAMPLE, options, batch_size=60)
+    first = next(iter(splits.train_for_epoch(0)))[0].numpy()
+    again = next(iter(load_splits(SAMPLE, options, batch_size=60).train_for_epoch(0)))[0]
+    assert first.shape == (60, 24, 24, 3) and first.min() >= 0 and first.max() <= 1
+    np.testing.assert_array_equal(first, again)
+    images, _ = collect(splits.test)
+    expected = np.stack([resize_center_crop(image, (24, 24)) for image in decoded("test")[0][:5]])
+    expected /= 255.0
+    np.testing.assert_allclose(images[:5], expected, atol=1e-5)
