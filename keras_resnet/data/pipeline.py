@@ -110,6 +110,8 @@ def load_dataset(
     augment: bool = True,
     label_mode: str = "int",
     channels: int | None = None,
+    augmentation: str = "translate",
+    eval_crop: float | None = None,
 ) -> DatasetSplits:
     """Builds train / validation / test pipelines for a dataset reference.
 
@@ -137,6 +139,11 @@ def load_dataset(
         label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
         channels: ``1`` or ``3`` to convert images to grayscale / RGB;
             ``None`` keeps the native channels (folders are read as RGB).
+        augmentation: ``"translate"`` (shifts and flips on batches) or
+            ``"random-resized-crop"`` (ImageNet's per-image crop, then flips).
+        eval_crop: validation and test images resized so that the output is
+            this fraction of the shorter side, then center-cropped (ImageNet's
+            0.875); None resizes the whole image.
 
     Returns:
         The pipelines and their metadata.
@@ -162,6 +169,8 @@ def load_dataset(
         data_dir=data_dir,
         download=download,
         augment=augment,
+        augmentation=augmentation,
+        eval_crop=eval_crop,
     )
     return load_splits(
         dataset,
