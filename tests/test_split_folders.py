@@ -154,6 +154,17 @@ def test_metrics_record_recipe_and_layout(tmp_path):
     assert metrics["config"]["label_smoothing"] == 0.1
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["fingerprint"]["recipe"] == "fast-cifar"
+    # A run recorded before `augmentation` and `eval_crop` existed (their defaults) is the
+    # same run: the rerun returns its metrics instead of refusing another configuration.
+    for key in ("augmentation", "eval_crop"):
+        del run["fingerprint"][key]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(run))
+    again = train(tiny_spec(), str(SAMPLE), output_dir=tmp_path / "run", recipe="fast-cifar",
+                  epochs=1, image_size=16, verbose=0)  # fmt: skip
+    assert again == metrics
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: eval_crop\)"):
+        train(tiny_spec(), str(SAMPLE), output_dir=tmp_path / "run", recipe="fast-cifar",
+              epochs=1, image_size=16, verbose=0, eval_crop=0.875)  # fmt: skip
 
 
 def test_imagenet_crops_in_the_pipeline():

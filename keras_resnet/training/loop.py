@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -178,7 +179,7 @@ def train(
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
     }
-    fingerprint = record["fingerprint"]
+    fingerprint = record["fingerprint"] = _as_recorded(record["fingerprint"], run_dir)
     if task is not None:
         fingerprint["loop"] = "multi-worker"  # its checkpoints are not fit's backup
         if not task.is_chief:
@@ -208,6 +209,27 @@ def train(
             metrics = _evaluate(splits, config, run_dir, record, spec, start, best)
     print_summary(metrics, run_dir)
     return metrics
+
+
+ADDED_FIELDS = ("recipe", "augmentation", "eval_crop")
+"""TrainConfig fields added after runs were recorded without them (#27)."""
+
+
+def _as_recorded(fingerprint: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """`fingerprint` without the `ADDED_FIELDS` a run recorded before them lacks, when they
+    hold their defaults: such a run resumes as it was asked (anything else is compared)."""
+    try:
+        before = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return fingerprint  # a new run, or one check_fingerprint will refuse with its reason
+    if not isinstance(before, dict):
+        return fingerprint
+    defaults = TrainConfig()
+    return {
+        key: value
+        for key, value in fingerprint.items()
+        if not (key in ADDED_FIELDS and key not in before and value == getattr(defaults, key))
+    }
 
 
 def _config(config: TrainConfig | None, hyperparameters: dict[str, Any]) -> TrainConfig:
