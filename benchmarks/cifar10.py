@@ -190,18 +190,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def markdown_table(paths: list[Path]) -> str:
+    """The README's CIFAR-10 table from results files (measured figures only).
+
+    Example:
+        >>> print(markdown_table(sorted(RESULTS.glob("cifar10-*.json"))))  # doctest: +SKIP
+    """
+    lines = [
+        "| model | recipe | test error | paper | int8 TFLite error | epochs | wall time "
+        "| train images/s | CPU flags |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        r = read_json_object(path, "a cifar10 results file", "table")
+        int8 = r["tflite_int8"].get("verification", {}).get("accuracy")
+        int8_error = f"{100 * (1 - int8):.2f}%" if int8 is not None else "-"
+        lines.append(
+            f"| {r['model']} | `{r['recipe']}` | {r['test_error_percent']:.2f}% "
+            f"| {r['paper_test_error_percent']}% | {int8_error} | {len(r['curve'])} "
+            f"| {r['training_wall_seconds'] / 3600:.2f} h | {r['train_images_per_second']:.0f} "
+            f"| {' '.join(r['machine']['cpu']['flags'])} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from keras_resnet.recipes import RECIPE_NAMES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="folder with train/ and test/ class folders")
+    p.add_argument("--data", help="folder with train/ and test/ class folders (required)")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--recipe", default="fast-cifar", choices=RECIPE_NAMES)
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--minutes", type=float, help="stop this process after N minutes (resumable)")
-    p.add_argument("--output", required=True, help="the run directory (rerun to resume)")
+    p.add_argument("--output", help="the run directory (required; rerun to resume)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the json and png go")
+    p.add_argument(
+        "--table",
+        nargs="*",
+        type=Path,
+        help="only print the README table of these results files (default: all of "
+        "benchmarks/results/cifar10-*.json)",
+    )
     args = p.parse_args(argv)
+    if args.table is not None:
+        print(markdown_table(args.table or sorted(RESULTS.glob("cifar10-*.json"))))
+        return 0
+    if not (args.data and args.output):
+        p.error("--data and --output are required to train")
     try:
         results = run(args)
     except SessionOverError as e:

@@ -55,3 +55,23 @@ def test_the_curve_adds_up_time_across_resumes_and_redoes_an_epoch(tmp_path):
     png = tmp_path / "curve.png"
     cifar10.plot_curve(rows, 91.25, png, "tiny")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_readme_table_reads_the_results(tmp_path):
+    results = {
+        "model": "resnet20",
+        "recipe": "fast-cifar",
+        "test_error_percent": 8.5,
+        "paper_test_error_percent": 8.75,
+        "tflite_int8": {"verification": {"accuracy": 0.912}},
+        "curve": [{}] * 40,
+        "training_wall_seconds": 5400.0,
+        "train_images_per_second": 401.2,
+        "machine": {"cpu": {"flags": ["avx", "avx2", "fma"]}},
+    }
+    path = tmp_path / "cifar10-resnet20-fast-cifar.json"
+    path.write_text(json.dumps(results))
+    row = cifar10.markdown_table([path]).splitlines()[-1]
+    assert row == (
+        "| resnet20 | `fast-cifar` | 8.50% | 8.75% | 8.80% | 40 | 1.50 h | 401 | avx avx2 fma |"
+    )
