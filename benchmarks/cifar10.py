@@ -76,6 +76,7 @@ def _callbacks(run_dir: Path, test, labels, minutes: float | None, start: float)
                     "wall_seconds": round(offset + time.perf_counter() - start, 1),
                     "test_seconds": round(test_seconds, 1),
                     "test_accuracy": accuracy,
+                    "load_average_1min": os.getloadavg()[0],
                     **{k: float(v) for k, v in (logs or {}).items()},
                 }
             )

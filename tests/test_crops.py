@@ -13,8 +13,6 @@ import tensorflow as tf
 
 from keras_resnet.data import crops
 
-pytestmark = pytest.mark.xdist_group("data")
-
 
 def boxes(hw, n: int, start: int = 0) -> np.ndarray:
     """`n` boxes [top, left, h, w] for seeds (start, 0) ... (start + n - 1, 0)."""

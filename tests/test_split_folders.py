@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from keras_resnet.data import DataOptions, load_dataset, load_splits, split_folder
 
-pytestmark = pytest.mark.xdist_group("data")
+pytestmark = pytest.mark.xdist_group("split_folders")  # its module fixture is built once
 
 SAMPLE = Path(__file__).parent / "fixtures" / "cifar10_sample"
 CLASSES = sorted(os.listdir(SAMPLE / "train"))
