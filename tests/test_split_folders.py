@@ -181,3 +181,26 @@ def test_imagenet_crops_in_the_pipeline():
     expected = np.stack([resize_center_crop(image, (24, 24)) for image in decoded("test")[0][:5]])
     expected /= 255.0
     np.testing.assert_allclose(images[:5], expected, atol=1e-5)
+
+
+def test_odd_sized_and_unreadable_files(tmp_path):
+    """A file of another size is resized to the common one as it is cached; an unreadable
+    one is skipped with a counted warning."""
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE, root)
+    big = tf.image.resize(decoded("test")[0][:1], (40, 48))[0]
+    odd = tf.io.encode_png(tf.cast(tf.round(big), tf.uint8)).numpy()
+    first_cat = sorted((root / "test" / "cat").iterdir())[0]
+    first_cat.with_suffix(".png").write_bytes(odd)
+    first_cat.unlink()
+    (root / "test" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file of 201 in"):
+        splits = load_dataset(root, batch_size=64, augment=False)
+    assert splits.sizes["test"] == 200 and splits.image_shape == (32, 32, 3)
+    images, labels = collect(splits.test)
+    index = CLASSES.index("cat") * PER_CLASS  # the png sorts first of its class
+    expected = tf.cast(
+        tf.round(tf.image.resize(tf.cast(tf.round(big), tf.uint8), (32, 32))), tf.uint8
+    )
+    np.testing.assert_allclose(images[index] * 255, expected.numpy(), atol=1e-3)
+    assert labels[index] == CLASSES.index("cat")
