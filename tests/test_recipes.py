@@ -37,6 +37,8 @@ def test_paper_cifar_is_the_papers_schedule():
     assert lr[32_100] == lr[47_900] == pytest.approx(0.01)
     assert lr[48_100] == lr[64_000] == pytest.approx(0.001)
     assert config.augmentation == "translate" and config.augment
+    assert optimizer.nesterov is False  # plain momentum 0.9, as the paper's
+    assert optimizer.momentum == 0.9
     # L2 1e-4 under momentum 0.9 shrinks weights as Keras' decoupled 1e-3 does.
     assert config.weight_decay == pytest.approx(1e-3)
 

@@ -41,7 +41,8 @@ class TrainConfig:
     """Hyperparameters of a run (what `run.json` records besides spec and dataset).
 
     `recipe` names the `keras_resnet.recipes` entry the other fields started from
-    (`TrainConfig.from_recipe`); `augmentation` and `eval_crop` are `DataOptions`'.
+    (`TrainConfig.from_recipe`); `augmentation` and `eval_crop` are `DataOptions`';
+    `nesterov` is SGD's (He et al. used plain momentum).
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -60,6 +61,7 @@ class TrainConfig:
     recipe: str | None = None
     augmentation: str = AUGMENTATIONS[0]
     eval_crop: float | None = None
+    nesterov: bool = True
 
     @classmethod
     def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -86,6 +88,10 @@ class TrainConfig:
         if self.recipe is not None:
             check_choice("recipe", self.recipe, RECIPES)
         check_crop_fraction(self.eval_crop)
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(
+                f"`nesterov` must be True or False. {received('nesterov', self.nesterov)}"
+            )
         for name, low, high in (
             ("learning_rate", 0.0, 10.0),
             ("weight_decay", -1e-12, 1.0),
@@ -142,7 +148,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         )
     wd = config.wd or None
     if config.optimizer == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=config.nesterov, weight_decay=wd)
     elif config.optimizer == "adam":
         opt = keras.optimizers.Adam(lr, weight_decay=wd)
     else:

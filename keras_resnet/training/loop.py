@@ -211,7 +211,7 @@ def train(
     return metrics
 
 
-ADDED_FIELDS = ("recipe", "augmentation", "eval_crop")
+ADDED_FIELDS = ("recipe", "augmentation", "eval_crop", "nesterov")
 """TrainConfig fields added after runs were recorded without them (#27)."""
 
 
