@@ -116,7 +116,7 @@ def train(
             the run's fingerprint.
         **hyperparameters: any `TrainConfig` field, over `config`: `epochs`,
             `batch_size` (global, over all replicas), `optimizer` (`"sgd"`
-            with momentum 0.9 and Nesterov, `"adam"`, `"adamw"`),
+            with momentum 0.9, Nesterov's unless `nesterov=False`, `"adam"`, `"adamw"`),
             `learning_rate` (peak; default by optimizer), `schedule`
             (`"cosine"` with `warmup_epochs` of linear warm-up, `"step"`: /10
             at 50% and 75%, `"constant"`), `weight_decay` (decoupled, on
