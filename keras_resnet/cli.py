@@ -33,13 +33,14 @@ from keras_resnet._cli_common import (
 from keras_resnet._cli_tune import _add_tune
 from keras_resnet._signals import exit_code, interruptible
 from keras_resnet.errors import TrainingDivergedError
+from keras_resnet.recipes import RECIPE_NAMES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Library keywords each command passes on when their flag is given.
 TRAIN_KEYS = (
     "epochs", "batch_size", "optimizer", "learning_rate", "schedule", "warmup_epochs",
-    "weight_decay", "label_smoothing", "mixed_precision", "init_weights", *DATA_KEYS,
+    "weight_decay", "label_smoothing", "mixed_precision", "init_weights", "recipe", *DATA_KEYS,
 )  # fmt: skip
 EXPORT_KEYS = (
     "dataset", "data_dir", "formats", "overwrite", "calibration_samples", "verify_samples",
@@ -197,6 +198,12 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--output", required=True, help="run directory (rerun to resume)")
     _add_data_arguments(p, "the spec's input size")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        help="start from a named recipe's defaults (keras_resnet.recipes, docs/training.md); "
+        "the other flags override them",
+    )
     p.add_argument("--epochs", type=int, help=f"default {constants.DEFAULT_EPOCHS}")
     p.add_argument(
         "--batch-size", type=int, help=f"global (default {constants.DEFAULT_BATCH_SIZE})"

@@ -19,6 +19,9 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adam": 0.0, "adamw": 0.05}
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_WARMUP_EPOCHS = 1
+AUGMENTATIONS = ("translate", "random-resized-crop")
+"""Training augmentation (`augment=True`): `translate`, CIFAR's 4-pixel shift on batches;
+`random-resized-crop`, ImageNet's per-image crop (keras_resnet.data.crops); both flip."""
 STRATEGIES = ("auto", "multiworker")
 """`keras-resnet train --strategy`: auto is `default_strategy()` (MirroredStrategy over several
 GPUs, else one device) with `model.fit`; multiworker is MultiWorkerMirroredStrategy over the

@@ -101,6 +101,7 @@ def test_digits_native_contract(digits):
         "image_shape": [8, 8, 1],
         "sizes": digits.sizes,
         "label_mode": "int",
+        "layout": "digits",
     }
 
 

@@ -7,6 +7,11 @@ the data keywords as one `DataOptions`, what training, tuning and export pass):
   images, 10 classes). Needs no download, so it works on offline machines.
 * a path to a local folder with one subfolder of images per class, read with
   `keras.utils.image_dataset_from_directory`.
+* a path to a folder with ``train/`` and ``test/`` (and ``val/`` or
+  ``validation/``) subfolders of class folders, ImageNet's and CIFAR's layout:
+  those folders are the splits (`keras_resnet.data.split_folder`; a missing
+  validation or test split is carved from ``train/``), decoded once into memory
+  when small (docs/training.md).
 * a TensorFlow Datasets name (``"cifar10"``, ``"tf_flowers"``,
   ``"imagenette/160px"``, ...). Nothing is downloaded unless
   ``download=True``; a dataset that is not prepared yet fails fast with

@@ -44,6 +44,7 @@ class _Source:
     scale: float  # pixel value that maps to 1.0
     flips: bool
     train_is_shuffled: bool = False
+    layout: str = ""  # how the splits were made (metrics.json's dataset.layout)
 
 
 def _flips_allowed(name: str) -> bool:

@@ -11,7 +11,8 @@ import dataclasses
 import os
 from typing import Any
 
-from keras_resnet._checks import check_choice, is_int, received
+from keras_resnet._checks import check_choice, is_int, is_number, received
+from keras_resnet.constants import AUGMENTATIONS
 
 LABEL_MODES = ("int", "categorical")
 CHANNELS = (None, 1, 3)
@@ -29,7 +30,11 @@ class DataOptions:
         label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
         data_dir: TFDS data directory (None: TFDS' default); kept as a str.
         download: let TFDS download and prepare a missing dataset.
-        augment: randomly translate (and, where sensible, flip) training images.
+        augment: randomly translate or crop (and, where sensible, flip) training images.
+        augmentation: which, when `augment`: ``"translate"`` (up to 12.5% of each side,
+            on batches) or ``"random-resized-crop"`` (per image, `keras_resnet.data.crops`).
+        eval_crop: evaluation's center-crop fraction (ImageNet's 0.875: resize the shorter
+            side to size / 0.875, crop the center); None resizes the whole image.
 
     Example:
         >>> DataOptions(image_size=16, channels=1).hw
@@ -42,6 +47,8 @@ class DataOptions:
     data_dir: str | None = None
     download: bool = False
     augment: bool = True
+    augmentation: str = AUGMENTATIONS[0]
+    eval_crop: float | None = None
 
     def __post_init__(self) -> None:
         _image_hw(self.image_size)
@@ -50,6 +57,8 @@ class DataOptions:
                 f"`channels` must be None, 1 or 3. {received('channels', self.channels)}"
             )
         check_choice("label_mode", self.label_mode, LABEL_MODES)
+        check_choice("augmentation", self.augmentation, AUGMENTATIONS)
+        check_crop_fraction(self.eval_crop)
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
 
@@ -73,3 +82,11 @@ def _image_hw(image_size: Any) -> tuple[int, int] | None:
         "`image_size` must be None, a positive integer or a (height, width) "
         f"pair of positive integers. {received('image_size', image_size)}"
     )
+
+
+def check_crop_fraction(eval_crop: Any) -> None:
+    """`eval_crop` is None or a fraction in (0, 1]."""
+    if eval_crop is not None and not (is_number(eval_crop) and 0 < eval_crop <= 1):
+        raise ValueError(
+            f"`eval_crop` must be None or a number in (0, 1]. {received('eval_crop', eval_crop)}"
+        )

@@ -22,9 +22,11 @@ from keras_resnet.data.base import (
     DEFAULT_IMAGE_SIZE,
     _Source,
 )
+from keras_resnet.data.crops import random_resized_crop, resize_center_crop
 from keras_resnet.data.digits import _digits_source
 from keras_resnet.data.folder import _folder_source
 from keras_resnet.data.options import DataOptions
+from keras_resnet.data.split_folder import split_folder_source, split_folders
 from keras_resnet.data.tfds import _tfds_source
 
 
@@ -44,6 +46,9 @@ class DatasetSplits:
         sizes: Number of examples per split (keys ``train``, ``validation``,
             ``test``).
         label_mode: ``"int"`` or ``"categorical"``.
+        layout: How the splits were made: ``"split-folders (...)"`` (a folder's
+            train/ val/ test/), ``"class-folders (...)"`` (one class-folder tree,
+            carved), ``"digits"`` or ``"tfds"``.
         train_for_epoch: ``epoch -> `` that epoch's train batches, shuffled
             (and augmented) by a seed derived from ``seed`` and ``epoch`` alone
             (TensorFlow's global seed aside, which ``train`` sets to the
@@ -65,6 +70,7 @@ class DatasetSplits:
     image_shape: tuple[int, int, int]
     sizes: dict[str, int]
     label_mode: str
+    layout: str = ""
     train_for_epoch: Callable[[int], tf.data.Dataset] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
@@ -88,6 +94,7 @@ class DatasetSplits:
             "image_shape": list(self.image_shape),
             "sizes": dict(self.sizes),
             "label_mode": self.label_mode,
+            "layout": self.layout,
         }
 
 
@@ -104,6 +111,8 @@ def load_dataset(
     augment: bool = True,
     label_mode: str = "int",
     channels: int | None = None,
+    augmentation: str = "translate",
+    eval_crop: float | None = None,
 ) -> DatasetSplits:
     """Builds train / validation / test pipelines for a dataset reference.
 
@@ -131,6 +140,11 @@ def load_dataset(
         label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
         channels: ``1`` or ``3`` to convert images to grayscale / RGB;
             ``None`` keeps the native channels (folders are read as RGB).
+        augmentation: ``"translate"`` (shifts and flips on batches) or
+            ``"random-resized-crop"`` (ImageNet's per-image crop, then flips).
+        eval_crop: validation and test images resized so that the output is
+            this fraction of the shorter side, then center-cropped (ImageNet's
+            0.875); None resizes the whole image.
 
     Returns:
         The pipelines and their metadata.
@@ -157,6 +171,8 @@ def load_dataset(
         data_dir=data_dir,
         download=download,
         augment=augment,
+        augmentation=augmentation,
+        eval_crop=eval_crop,
     )
     return load_splits(
         dataset,
@@ -198,8 +214,7 @@ def load_splits(
         channels=data.channels or source.channels,
         batch_size=batch_size,
         seed=seed,
-        augment=data.augment,
-        label_mode=data.label_mode,
+        data=data,
     )
 
 
@@ -207,17 +222,22 @@ def _source(
     dataset: str, data: DataOptions, seed: int, validation_fraction: float, test_fraction: float
 ) -> _Source:
     """The unbatched splits of the source `dataset` names: digits, a folder or TFDS."""
+    fractions = (seed, validation_fraction, test_fraction)
     if dataset == "digits":
-        return _digits_source(seed, validation_fraction, test_fraction)
-    if os.path.isdir(os.path.expanduser(dataset)):
-        return _folder_source(
-            dataset, data.hw, data.channels, seed, validation_fraction, test_fraction
-        )
+        return dataclasses.replace(_digits_source(*fractions), layout="digits")
+    directory = os.path.abspath(os.path.expanduser(dataset))
+    if os.path.isdir(directory):
+        folders = split_folders(directory)
+        if folders:
+            return split_folder_source(dataset, folders, data.hw, data.channels, *fractions)
+        source = _folder_source(dataset, data.hw, data.channels, *fractions)
+        return dataclasses.replace(source, layout="class-folders (split by Keras' file shuffle)")
     if _looks_like_path(dataset):
         raise ValueError(
             f"`dataset` folder does not exist or is not a directory. Received: dataset={dataset!r}"
         )
-    return _tfds_source(dataset, data.data_dir, data.download, validation_fraction, test_fraction)
+    source = _tfds_source(dataset, data.data_dir, data.download, validation_fraction, test_fraction)
+    return dataclasses.replace(source, layout="tfds")
 
 
 # --- argument checks ---------------------------------------------------------
@@ -279,20 +299,26 @@ def _convert_channels(image: tf.Tensor, source: int, target: int) -> tf.Tensor:
 
 
 def _augmenter(
-    seed: int, flips: bool
+    seed: int, flips: bool, translate: bool = True
 ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """Returns a batch map function applying seeded Keras augmentation layers."""
-    layers = [
+    """Returns a batch map function applying seeded Keras augmentation layers.
+
+    On whole batches: Keras' RandomTranslation and RandomFlip draw one shift / flip per
+    image of the batch, so batching first changes nothing but the cost.
+    """
+    layers = []
+    if translate:
         # Zero fill + nearest sampling = whole-pixel shifts into black borders,
         # like CIFAR's pad-and-crop.
-        keras.layers.RandomTranslation(
-            _TRANSLATION_FACTOR,
-            _TRANSLATION_FACTOR,
-            fill_mode="constant",
-            interpolation="nearest",
-            seed=seed,
+        layers.append(
+            keras.layers.RandomTranslation(
+                _TRANSLATION_FACTOR,
+                _TRANSLATION_FACTOR,
+                fill_mode="constant",
+                interpolation="nearest",
+                seed=seed,
+            )
         )
-    ]
     if flips:
         # Another seed: equal seeds would tie the flip to the translation draw.
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
@@ -305,6 +331,32 @@ def _augmenter(
     return augment
 
 
+def _prepare_fn(source: _Source, target_hw, channels, label_mode, eval_crop):
+    """(image, label) -> float32 image in [0, 1] at `target_hw`, int32 or one-hot label.
+
+    Works on one example or on a batch of same-size images. With `crop_seed`, a
+    per-image seed pair picks the RandomResizedCrop box; `eval_crop` center-crops.
+    """
+    num_classes = len(source.class_names)
+
+    def prepare(image, label, crop_seed=None, training=False):
+        if crop_seed is not None:
+            image = random_resized_crop(image, target_hw, crop_seed)
+        elif eval_crop and not training:
+            image = resize_center_crop(image, target_hw, eval_crop)
+        image = tf.cast(image, tf.float32)
+        if tuple(image.shape[-3:-1]) != target_hw:
+            image = tf.image.resize(image, target_hw)
+        image = _convert_channels(image, source.channels, channels) / source.scale
+        image = tf.ensure_shape(image, (*image.shape[:-3], *target_hw, channels))
+        label = tf.cast(label, tf.int32)
+        if label_mode == "categorical":
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label
+
+    return prepare
+
+
 def _build_splits(
     name: str,
     source: _Source,
@@ -313,40 +365,43 @@ def _build_splits(
     channels: int,
     batch_size: int,
     seed: int,
-    augment: bool,
-    label_mode: str,
+    data: DataOptions,
 ) -> DatasetSplits:
-    num_classes = len(source.class_names)
     image_shape = (*target_hw, channels)
-
-    def prepare(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = tf.cast(image, tf.float32)
-        if tuple(image.shape[:2]) != target_hw:
-            image = tf.image.resize(image, target_hw)
-        image = _convert_channels(image, source.channels, channels) / source.scale
-        image = tf.ensure_shape(image, image_shape)
-        label = tf.cast(label, tf.int32)
-        if label_mode == "categorical":
-            label = tf.one_hot(label, num_classes, dtype=tf.float32)
-        return image, label
+    prepare = _prepare_fn(source, target_hw, channels, data.label_mode, data.eval_crop)
+    crops = data.augment and data.augmentation == "random-resized-crop"
 
     def pipeline(ds: tf.data.Dataset, training: bool, epoch: int | None = None) -> tf.data.Dataset:
         """`epoch` None: reshuffled (and augmented) anew at each pass, as `fit` reads it."""
         shuffle_seed = seed if epoch is None else epoch_seed(seed, epoch)
         if training and not source.train_is_shuffled:
-            # Source examples are shuffled before resizing; 4 bytes per value
-            # bounds uint8 images and is exact for digits' float32.
-            example_bytes = 4 * channels * int(np.prod(source.image_hw or target_hw))
+            # Source examples are shuffled before resizing, at their own dtype's size.
+            value_bytes = ds.element_spec[0].dtype.size
+            example_bytes = value_bytes * channels * int(np.prod(source.image_hw or target_hw))
             buffer = max(_MIN_SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // example_bytes)
             ds = ds.shuffle(
                 min(buffer, max(source.sizes["train"], 1)),
                 seed=shuffle_seed,
                 reshuffle_each_iteration=epoch is None,
             )
-        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size)
-        if training and augment:
-            ds = ds.map(_augmenter(shuffle_seed, source.flips), num_parallel_calls=tf.data.AUTOTUNE)
+        if training and crops:
+            # Per image (each crop has its own size), each with its own seed pair.
+            pairs = tf.data.Dataset.random(
+                seed=shuffle_seed, rerandomize_each_iteration=epoch is None
+            ).batch(2)
+            ds = tf.data.Dataset.zip(ds, pairs).map(
+                lambda example, pair: prepare(*example, crop_seed=pair, training=True),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            ds = ds.batch(batch_size)
+        elif source.image_hw == target_hw and not (data.eval_crop and not training):
+            # Same-size images: one vectorised prepare per batch, not one call per image.
+            ds = ds.batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        if training and data.augment:
+            augment = _augmenter(shuffle_seed, source.flips, translate=not crops)
+            ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     return DatasetSplits(
@@ -357,7 +412,8 @@ def _build_splits(
         class_names=source.class_names,
         image_shape=image_shape,
         sizes=source.sizes,
-        label_mode=label_mode,
+        label_mode=data.label_mode,
+        layout=source.layout,
         train_for_epoch=(
             None
             if source.train_is_shuffled

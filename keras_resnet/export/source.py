@@ -97,6 +97,14 @@ def load_run_data(
                 f"dataset: pass --dataset (dataset=...). Received: source='{source}', dataset=None"
             )
         return spec, None
-    data = DataOptions(image_size=(h, w), channels=c, data_dir=data_dir, augment=False)
+    # The run's evaluation crop (the imagenet recipe's 0.875), so the export is verified on
+    # the images the run was tested on.
+    data = DataOptions(
+        image_size=(h, w),
+        channels=c,
+        data_dir=data_dir,
+        augment=False,
+        eval_crop=fingerprint.get("eval_crop"),
+    )
     splits = load_splits(dataset, data, batch_size=64, seed=int(fingerprint.get("seed", 0)))
     return spec, splits

@@ -19,6 +19,7 @@ from keras_resnet._checks import (
 )
 from keras_resnet.builder import build_resnet
 from keras_resnet.constants import (
+    AUGMENTATIONS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LEARNING_RATE,
@@ -29,13 +30,20 @@ from keras_resnet.constants import (
     SCHEDULES,
 )
 from keras_resnet.data import DatasetSplits
+from keras_resnet.data.options import check_crop_fraction
+from keras_resnet.recipes import RECIPES, recipe_defaults
 from keras_resnet.training.tracing import build_training_state
 from keras_resnet.weights import load_backbone_weights, read_backbone_weights
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of a run (what `run.json` records besides spec and dataset)."""
+    """Hyperparameters of a run (what `run.json` records besides spec and dataset).
+
+    `recipe` names the `keras_resnet.recipes` entry the other fields started from
+    (`TrainConfig.from_recipe`); `augmentation` and `eval_crop` are `DataOptions`';
+    `nesterov` is SGD's (He et al. used plain momentum).
+    """
 
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -50,6 +58,20 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     init_weights: str | None = None
+    recipe: str | None = None
+    augmentation: str = AUGMENTATIONS[0]
+    eval_crop: float | None = None
+    nesterov: bool = True
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
+        """Recipe `name`'s defaults, then `overrides` (any field).
+
+        Example:
+            >>> TrainConfig.from_recipe("paper-cifar", epochs=2).schedule
+            'step'
+        """
+        return cls(**{**recipe_defaults(name), **overrides})
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -60,8 +82,16 @@ class TrainConfig:
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("mixed_precision", MIXED_PRECISION),
+            ("augmentation", AUGMENTATIONS),
         ):
             check_choice(name, getattr(self, name), allowed)
+        if self.recipe is not None:
+            check_choice("recipe", self.recipe, RECIPES)
+        check_crop_fraction(self.eval_crop)
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(
+                f"`nesterov` must be True or False. {received('nesterov', self.nesterov)}"
+            )
         for name, low, high in (
             ("learning_rate", 0.0, 10.0),
             ("weight_decay", -1e-12, 1.0),
@@ -118,7 +148,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         )
     wd = config.wd or None
     if config.optimizer == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=config.nesterov, weight_decay=wd)
     elif config.optimizer == "adam":
         opt = keras.optimizers.Adam(lr, weight_decay=wd)
     else:

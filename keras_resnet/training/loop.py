@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -85,6 +86,7 @@ def train(
     data_dir: str | None = None,
     download: bool = False,
     verbose: int | str = "auto",
+    callbacks: list[keras.callbacks.Callback] | None = None,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     """Trains a ResNet and writes a run directory (see the package doc).
@@ -111,9 +113,12 @@ def train(
             `batch_size` and `seed`.
         verbose: Keras' fit verbosity ("auto": progress bars on a terminal,
             one line per epoch otherwise).
+        callbacks: more Keras callbacks for `fit` (after the run's own, before its
+            backup), e.g. benchmarks/cifar10.py's per-epoch test accuracy. Not part of
+            the run's fingerprint.
         **hyperparameters: any `TrainConfig` field, over `config`: `epochs`,
             `batch_size` (global, over all replicas), `optimizer` (`"sgd"`
-            with momentum 0.9 and Nesterov, `"adam"`, `"adamw"`),
+            with momentum 0.9, Nesterov's unless `nesterov=False`, `"adam"`, `"adamw"`),
             `learning_rate` (peak; default by optimizer), `schedule`
             (`"cosine"` with `warmup_epochs` of linear warm-up, `"step"`: /10
             at 50% and 75%, `"constant"`), `weight_decay` (decoupled, on
@@ -124,7 +129,10 @@ def train(
             `keras_resnet.precision`; the output stays float32, and the policy
             used is printed and recorded in run.json and metrics.json as
             `dtype_policy`), `image_size` (default the spec's input size),
-            `seed`, `augment`, `init_weights` (a `.weights.h5` of the spec, e.g. from
+            `seed`, `augment`, `augmentation` (`"translate"` or `"random-resized-crop"`),
+            `eval_crop` (evaluation's center-crop fraction, e.g. 0.875), `recipe` (a
+            `keras_resnet.recipes` name: its defaults, under the other keywords; not with
+            `config`), `init_weights` (a `.weights.h5` of the spec, e.g. from
             `keras-resnet convert-weights`: the backbone starts from it, by layer name, and
             the classifier too when its classes are the dataset's; a built model is refused).
 
@@ -143,9 +151,7 @@ def train(
     """
     require_tensorflow_backend("train()", "tf.data pipelines and tf.distribute")
     start = time.perf_counter()
-    config = config_with_overrides(
-        TrainConfig, config, hyperparameters, arg="config", caller="train"
-    )
+    config = _config(config, hyperparameters)
     data = DataOptions(
         image_size=config.image_size,
         channels=channels,
@@ -153,6 +159,8 @@ def train(
         data_dir=data_dir,
         download=download,
         augment=config.augment,
+        augmentation=config.augmentation,
+        eval_crop=config.eval_crop,
     )
     spec, built_model = _resolve_model(model, width)
     splits = _load(dataset, spec, built_model, config, data)
@@ -174,7 +182,7 @@ def train(
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
     }
-    fingerprint = record["fingerprint"]
+    fingerprint = record["fingerprint"] = _as_recorded(record["fingerprint"], run_dir)
     if task is not None:
         fingerprint["loop"] = "multi-worker"  # its checkpoints are not fit's backup
         if not task.is_chief:
@@ -199,11 +207,46 @@ def train(
             else:
                 _write_json(run_dir / RUN_CONFIG, {**record, "status": "training"})
                 record, best = _fit(
-                    spec, built_model, splits, config, strategy, run_dir, record, verbose, plan
-                )
+                    spec, built_model, splits, config, strategy, run_dir, record, verbose, plan,
+                    callbacks or [],
+                )  # fmt: skip
             metrics = _evaluate(splits, config, run_dir, record, spec, start, best)
     print_summary(metrics, run_dir)
     return metrics
+
+
+ADDED_FIELDS = ("recipe", "augmentation", "eval_crop", "nesterov")
+"""TrainConfig fields added after runs were recorded without them (#27)."""
+
+
+def _as_recorded(fingerprint: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """`fingerprint` without the `ADDED_FIELDS` a run recorded before them lacks, when they
+    hold their defaults: such a run resumes as it was asked (anything else is compared)."""
+    try:
+        before = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return fingerprint  # a new run, or one check_fingerprint will refuse with its reason
+    if not isinstance(before, dict):
+        return fingerprint
+    defaults = TrainConfig()
+    return {
+        key: value
+        for key, value in fingerprint.items()
+        if not (key in ADDED_FIELDS and key not in before and value == getattr(defaults, key))
+    }
+
+
+def _config(config: TrainConfig | None, hyperparameters: dict[str, Any]) -> TrainConfig:
+    """`config` (or a recipe's defaults) with the keyword overrides."""
+    recipe = hyperparameters.get("recipe")
+    if recipe is not None:
+        if config is not None:
+            raise ValueError(
+                "`recipe` sets a new config's defaults; pass `recipe` or `config`, not both. "
+                f"Received: recipe={recipe!r}"
+            )
+        config = TrainConfig.from_recipe(recipe)
+    return config_with_overrides(TrainConfig, config, hyperparameters, arg="config", caller="train")
 
 
 def _precision(config: TrainConfig) -> dict[str, str | None]:
@@ -252,7 +295,7 @@ def _load(dataset, spec, built_model, config: TrainConfig, data: DataOptions) ->
 
 
 def _fit(
-    spec, built_model, splits, config, strategy, run_dir, record, verbose, plan
+    spec, built_model, splits, config, strategy, run_dir, record, verbose, plan, extra_callbacks
 ) -> tuple[dict, keras.Model | None]:
     """Trains (resuming from the backup), then records in run.json that training finished.
 
@@ -286,6 +329,7 @@ def _fit(
         last_checkpoint,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         throughput,
+        *extra_callbacks,
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -386,6 +430,7 @@ def _evaluate(splits, config, run_dir, record, spec, start, best=None) -> dict[s
         "spec": spec.to_dict() if spec else None,
         "model_name": trained["model_name"],
         "dataset": splits.to_dict(),
+        "recipe": config.recipe,
         "split_sizes": dict(splits.sizes),
         "config": dataclasses.asdict(config),
         "files": {"best": BEST, "last": LAST, "history": HISTORY, "curves": CURVES},
