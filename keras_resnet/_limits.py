@@ -33,11 +33,15 @@ def default_max_image_pixels() -> int:
     return Image.MAX_IMAGE_PIXELS or 0
 
 
-def _over(arg: str, path: os.PathLike | str, what: str, limit: str) -> ValueError:
+def over_limit(arg: str, value: os.PathLike | str, what: str, limit: str) -> ValueError:
+    """The one error form: "`arg` <what>, over the limit of <limit>. Received: arg=value"."""
     return ValueError(
-        f"`{arg}` file {os.fspath(path)} {what}, over the limit of {limit}. "
-        f"Received: {arg}={os.fspath(path)!r}"
+        f"`{arg}` {what}, over the limit of {limit}. Received: {arg}={os.fspath(value)!r}"
     )
+
+
+def _over(arg: str, path: os.PathLike | str, what: str, limit: str) -> ValueError:
+    return over_limit(arg, path, f"file {os.fspath(path)} {what}", limit)
 
 
 def check_json_file(path: str | os.PathLike, arg: str) -> None:

@@ -40,7 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Library keywords each command passes on when their flag is given.
 TRAIN_KEYS = (
     "epochs", "batch_size", "optimizer", "learning_rate", "schedule", "warmup_epochs",
-    "weight_decay", "label_smoothing", "mixed_precision", "init_weights", "recipe", *DATA_KEYS,
+    "weight_decay", "label_smoothing", "mixed_precision", "init_weights", "recipe",
+    "max_image_pixels", *DATA_KEYS,
 )  # fmt: skip
 EXPORT_KEYS = (
     "dataset", "data_dir", "formats", "overwrite", "calibration_samples", "verify_samples",
@@ -161,11 +162,7 @@ def _add_predict(sub) -> None:
         "--preprocessing",
         help=f"{_choices(constants.PREPROCESSING)} (default: the export's, else unit)",
     )
-    p.add_argument(
-        "--max-image-pixels",
-        type=int,
-        help="refuse larger images before decoding them (default PIL's, 89,478,485)",
-    )
+    _add_max_image_pixels(p)
     p.add_argument("--json", action="store_true", default=False, help="JSON output")
     p.set_defaults(func=_cmd_predict)
 
@@ -232,7 +229,16 @@ def _add_train(sub) -> None:
         "multiworker: one worker of a MultiWorkerMirroredStrategy cluster read from TF_CONFIG "
         "(run the same command on every machine; see docs/distributed.md)",
     )
+    _add_max_image_pixels(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_max_image_pixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        help="refuse images with more pixels before decoding any (default PIL's, 89,478,485)",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

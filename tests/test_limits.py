@@ -4,6 +4,7 @@ import json
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -82,3 +83,46 @@ def test_a_safetensors_header_and_a_json_file_over_their_limits(tmp_path, capsys
     code, _, err = run_cli(capsys, "train", "--spec", str(spec), "--output", str(tmp_path / "r"))
     assert code == 2 and "over the limit of 16,777,216 bytes for JSON" in err, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])
+def test_image_headers_are_read_without_decoding(tmp_path, fmt):
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_resnet.data.headers import header_hw
+
+    path = tmp_path / f"image.{fmt.lower()}"
+    Image.new("RGB", (7, 5), (10, 20, 30)).save(path, fmt)
+    assert header_hw(tf.io.read_file(str(path))).numpy().tolist() == [5, 7]
+
+
+def _class_folders(root, big=None):
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            keras.utils.save_img(root / name / f"{i}.png", np.full((8, 8, 3), 40 * i, "uint8"))
+    if big:
+        _png_header(root / "b" / "big.png", *big)
+    return root
+
+
+def test_a_folder_with_an_image_over_the_limit_is_refused_before_decoding(tmp_path, capsys):
+    from keras_resnet.data import load_dataset
+
+    folder = _class_folders(tmp_path / "data", big=(30000, 30000))
+    with pytest.raises(ValueError, match=r"holds .*big.png, 30000x30000 = 900,000,000 pixels"):
+        load_dataset(str(folder))
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--dataset", str(folder),
+                           "--output", str(run), "--max-image-pixels", "10")  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "0.png, 8x8 = 64 pixels, over the limit of 10" in err and not run.exists()
+
+
+def test_the_split_folder_sample_is_bounded_by_its_jpeg_headers():
+    from keras_resnet.data import load_dataset
+
+    sample = str(Path(__file__).parent / "fixtures" / "cifar10_sample")
+    with pytest.raises(ValueError, match=r"32x32 = 1,024 pixels, over the limit of 1,000"):
+        load_dataset(sample, max_image_pixels=1000)

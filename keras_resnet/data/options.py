@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Any
 
-from keras_resnet._checks import check_choice, is_int, is_number, received
+from keras_resnet._checks import check_choice, check_positive_int, is_int, is_number, received
 from keras_resnet.constants import AUGMENTATIONS
 
 LABEL_MODES = ("int", "categorical")
@@ -35,6 +35,9 @@ class DataOptions:
             on batches) or ``"random-resized-crop"`` (per image, `keras_resnet.data.crops`).
         eval_crop: evaluation's center-crop fraction (ImageNet's 0.875: resize the shorter
             side to size / 0.875, crop the center); None resizes the whole image.
+        max_image_pixels: a folder holding an image whose header declares more pixels is
+            refused before any is decoded (`keras_resnet.data.headers`); None: PIL's
+            default limit (89,478,485).
 
     Example:
         >>> DataOptions(image_size=16, channels=1).hw
@@ -49,6 +52,7 @@ class DataOptions:
     augment: bool = True
     augmentation: str = AUGMENTATIONS[0]
     eval_crop: float | None = None
+    max_image_pixels: int | None = None
 
     def __post_init__(self) -> None:
         _image_hw(self.image_size)
@@ -59,6 +63,7 @@ class DataOptions:
         check_choice("label_mode", self.label_mode, LABEL_MODES)
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         check_crop_fraction(self.eval_crop)
+        check_positive_int("max_image_pixels", self.max_image_pixels, allow_none=True)
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
 

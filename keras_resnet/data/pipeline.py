@@ -25,6 +25,7 @@ from keras_resnet.data.base import (
 from keras_resnet.data.crops import random_resized_crop, resize_center_crop
 from keras_resnet.data.digits import _digits_source
 from keras_resnet.data.folder import _folder_source
+from keras_resnet.data.headers import check_folder_images
 from keras_resnet.data.options import DataOptions
 from keras_resnet.data.split_folder import split_folder_source, split_folders
 from keras_resnet.data.tfds import _tfds_source
@@ -113,6 +114,7 @@ def load_dataset(
     channels: int | None = None,
     augmentation: str = "translate",
     eval_crop: float | None = None,
+    max_image_pixels: int | None = None,
 ) -> DatasetSplits:
     """Builds train / validation / test pipelines for a dataset reference.
 
@@ -145,6 +147,8 @@ def load_dataset(
         eval_crop: validation and test images resized so that the output is
             this fraction of the shorter side, then center-cropped (ImageNet's
             0.875); None resizes the whole image.
+        max_image_pixels: a folder holding an image whose header declares more
+            pixels is refused before any is decoded; None: PIL's default limit.
 
     Returns:
         The pipelines and their metadata.
@@ -173,6 +177,7 @@ def load_dataset(
         augment=augment,
         augmentation=augmentation,
         eval_crop=eval_crop,
+        max_image_pixels=max_image_pixels,
     )
     return load_splits(
         dataset,
@@ -227,6 +232,7 @@ def _source(
         return dataclasses.replace(_digits_source(*fractions), layout="digits")
     directory = os.path.abspath(os.path.expanduser(dataset))
     if os.path.isdir(directory):
+        check_folder_images(directory, data.max_image_pixels, dataset)
         folders = split_folders(directory)
         if folders:
             return split_folder_source(dataset, folders, data.hw, data.channels, *fractions)

@@ -85,6 +85,7 @@ def train(
     label_mode: str = "int",
     data_dir: str | None = None,
     download: bool = False,
+    max_image_pixels: int | None = None,
     verbose: int | str = "auto",
     callbacks: list[keras.callbacks.Callback] | None = None,
     **hyperparameters: Any,
@@ -107,7 +108,7 @@ def train(
             writes `output_dir` and returns the metrics, the other workers
             return what they did. Any other strategy trains with `model.fit`.
         width: width multiplier applied to the spec.
-        channels, label_mode, data_dir, download: how the dataset is read;
+        channels, label_mode, data_dir, download, max_image_pixels: how the dataset is read;
             with the config's `image_size` and `augment` they make the run's
             `keras_resnet.data.DataOptions`, loaded with the config's
             `batch_size` and `seed`.
@@ -161,6 +162,7 @@ def train(
         augment=config.augment,
         augmentation=config.augmentation,
         eval_crop=config.eval_crop,
+        max_image_pixels=max_image_pixels,
     )
     spec, built_model = _resolve_model(model, width)
     splits = _load(dataset, spec, built_model, config, data)
