@@ -20,6 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from keras_resnet._io import _fsync_dir, write_json, write_text_atomic
+from keras_resnet._limits import check_json_file
 
 MANIFEST, LABELS = "manifest.json", "labels.txt"
 # In every manifest: what `overwrite` checks before it replaces a directory.
@@ -130,6 +131,7 @@ _TEMP_KINDS = ("partial", "old")
 def _is_export(directory: Path) -> bool:
     """Whether `directory` is an export of ours: its manifest.json is one export_model wrote."""
     try:
+        check_json_file(directory / MANIFEST, "output_dir")  # ours are a few kB
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
