@@ -121,7 +121,7 @@ def check_keras_archive(path: str | os.PathLike, arg: str) -> None:
 
 def check_safetensors(path: str | os.PathLike, arg: str) -> None:
     """The header length a `.safetensors` file declares (its first 8 bytes) against the
-    package's own bound and the file's size."""
+    file's size (not a safetensors file) and the package's own bound."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -131,6 +131,12 @@ def check_safetensors(path: str | os.PathLike, arg: str) -> None:
     if len(head) < 8:
         return  # the reader reports the broken file
     declared = int.from_bytes(head, "little")
+    size = path.stat().st_size
+    if declared + 8 > size:
+        raise ValueError(
+            f"Not a readable .safetensors file (its first 8 bytes declare a {declared:,}-byte "
+            f"header in a {size:,}-byte file). Received: {arg}={os.fspath(path)!r}"
+        )
     if declared > MAX_SAFETENSORS_HEADER:
         raise _over(
             arg,

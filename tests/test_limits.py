@@ -73,10 +73,15 @@ def test_a_safetensors_header_and_a_json_file_over_their_limits(tmp_path, capsys
     huge = tmp_path / "huge.safetensors"
     huge.write_bytes((10**12).to_bytes(8, "little") + b"{}")
     out = tmp_path / "out.weights.h5"
-    code, _, err = run_cli(capsys, "convert-weights", str(huge), "--model", "resnet18",
-                           "--output", str(out))  # fmt: skip
-    assert code == 2 and "declares a 1,000,000,000,000-byte header" in err, err
-    assert not out.exists()
+    argv = ["convert-weights", str(huge), "--model", "resnet18", "--output", str(out)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "declare a 1,000,000,000,000-byte header in a 10-byte file" in err
+    with open(huge, "r+b") as f:  # sparse: a 200 MB header costs no disk
+        f.write((200 * 10**6).to_bytes(8, "little"))
+        f.truncate(200 * 10**6 + 8)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "declares a 200,000,000-byte header, over the limit of 100,000,000" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
     spec = tmp_path / "spec.json"
     spec.write_text(" " * (_limits.MAX_JSON_BYTES + 1) + "{}")
