@@ -24,21 +24,10 @@ grouped convs, channels_first, headless models and nested functional models
 fold alike. Layers keep their names; only built-in layers are used, so the
 result saves and loads with `safe_mode=True`.
 
-Measured (2 shared cores with avx512_bf16/avx512_vnni, TensorFlow 2.21 with
-oneDNN; one thread, CPU time, median of alternating rounds, batch 1 at 224x224):
-
-| model, Keras `tf.function` | unfolded | leftover BN kept | Rescaling | DepthwiseConv2D 1x1 |
-|---|---|---|---|---|
-| ResNet50 (every BN folds) | 98.1 ms | | 90.1 ms | |
-| ResNet50V2 (17 BNs left) | 90.4 ms | 90.4 ms | 85.6 ms | 86.8 ms |
-
-One leftover BN alone (1x56x56x256, then ReLU): BN 1.00 ms, Rescaling 0.90 ms,
-1x1 DepthwiseConv2D with bias 0.75 ms (TF fuses it with the ReLU). In the
-whole model Rescaling and the depthwise conv tie (within this machine's noise)
-and both beat the BN; in TFLite the depthwise conv stays a DEPTHWISE_CONV_2D op
-and was 3% slower (26.9 vs 26.0 ms, ResNet50V2 at 128x128, fp32, one thread),
-where Rescaling becomes the MUL + ADD the BN became anyway. Hence Rescaling,
-which also needs no kernel for the data format.
+A BN that has no conv to fold into becomes a per-channel `Rescaling`: measured no
+slower than a 1x1 DepthwiseConv2D in Keras, 3% faster in TFLite, faster than the BN
+it replaces, and it needs no kernel for the data format (the measurement:
+docs/performance.md, "Folding BatchNormalization").
 
 TFLite: TensorFlow's converter already folds every conv + BN pair itself. The
 fp32 file of an unfolded ResNet50 has the same 75 ops as the folded one's (53
