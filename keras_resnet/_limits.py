@@ -40,6 +40,19 @@ def over_limit(arg: str, value: os.PathLike | str, what: str, limit: str) -> Val
     )
 
 
+def too_many_pixels(
+    arg: str, value: os.PathLike | str, where: str, hw: tuple[int, int], max_pixels: int
+) -> ValueError:
+    """An image over the pixel limit: `where` names it ("file X is ", "holds X, ")."""
+    height, width = hw
+    return over_limit(
+        arg,
+        value,
+        f"{where}{width}x{height} = {width * height:,} pixels",
+        f"{max_pixels:,} (raise it with max_image_pixels, --max-image-pixels)",
+    )
+
+
 def _over(arg: str, path: os.PathLike | str, what: str, limit: str) -> ValueError:
     return over_limit(arg, path, f"file {os.fspath(path)} {what}", limit)
 
@@ -89,12 +102,7 @@ def check_image(path: str | os.PathLike, max_pixels: int | None, arg: str) -> No
     except (OSError, UnidentifiedImageError, ValueError):
         return
     if width * height > max_pixels:
-        raise _over(
-            arg,
-            path,
-            f"is {width}x{height} = {width * height:,} pixels",
-            f"{max_pixels:,} (raise it with max_image_pixels, --max-image-pixels)",
-        )
+        raise too_many_pixels(arg, path, f"file {os.fspath(path)} is ", (height, width), max_pixels)
 
 
 def check_keras_archive(path: str | os.PathLike, arg: str) -> None:

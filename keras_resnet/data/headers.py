@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from keras_resnet._limits import default_max_image_pixels, over_limit
+from keras_resnet._limits import default_max_image_pixels, too_many_pixels
 from keras_resnet.data.base import IMAGE_EXTENSIONS
 
 _FIRST_READ = 64 * 1024  # a JPEG's segments before its frame header rarely pass 64 KiB
@@ -85,10 +85,4 @@ def check_folder_images(directory: str, max_pixels: int | None, folder: str) -> 
         except OSError:
             continue
         if hw and hw[0] * hw[1] > max_pixels:
-            height, width = hw
-            raise over_limit(
-                "dataset",
-                folder,
-                f"holds {path}, {width}x{height} = {width * height:,} pixels",
-                f"{max_pixels:,} (raise it with max_image_pixels, --max-image-pixels)",
-            )
+            raise too_many_pixels("dataset", folder, f"holds {path}, ", hw, max_pixels)
