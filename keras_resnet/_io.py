@@ -21,6 +21,7 @@ import glob
 import json
 import math
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -41,6 +42,11 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _suffix(path: Path) -> str:
+    """The suffix a temporary file keeps: Keras' save_weights wants the whole `.weights.h5`."""
+    return ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+
+
 def temp_path_for(path: str | os.PathLike) -> Path:
     """A new, unique, not yet existing path beside `path`, keeping its suffix.
 
@@ -49,9 +55,7 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     tuner's chief and workers) never rename each other's files.
     """
     path = Path(path)
-    # Keras' save_weights wants the whole `.weights.h5`.
-    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_suffix(path))
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp)
@@ -64,8 +68,13 @@ def remove_temp_files(path: str | os.PathLike) -> list[str]:
     Returns the names removed.
     """
     path = Path(path)
+    # Exactly the names temp_path_for makes: mkstemp's 8 random characters between the
+    # prefix and the suffix, so no other file beside it matches.
+    ours = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(_suffix(path))}")
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if not ours.fullmatch(tmp.name):
+            continue
         with contextlib.suppress(OSError):
             tmp.unlink()
             removed.append(tmp.name)

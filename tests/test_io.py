@@ -75,3 +75,16 @@ lock = DirectoryLock(sys.argv[1], arg="output_dir").acquire()
 print("locked", flush=True)
 time.sleep(600)
 """
+
+
+def test_remove_temp_files_takes_only_the_names_temp_path_for_makes(tmp_path):
+    from keras_resnet._io import remove_temp_files, temp_path_for
+
+    ours = [temp_path_for(tmp_path / name) for name in ("best.keras", "latest.weights.h5")]
+    for path in ours:
+        path.write_text("cut short")
+    theirs = tmp_path / ".best.keras.notes"
+    theirs.write_text("not ours")
+    assert remove_temp_files(tmp_path / "best.keras") == [ours[0].name]
+    assert remove_temp_files(tmp_path / "latest.weights.h5") == [ours[1].name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [theirs.name]
