@@ -112,7 +112,7 @@ setup(
             "ipykernel>=6.29",
         ],
     },
-    entry_points={"console_scripts": ["keras-resnet=keras_resnet.cli:main"]},
+    entry_points={"console_scripts": ["keras-resnet=keras_resnet.cli:console_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Keras",

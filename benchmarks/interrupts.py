@@ -59,6 +59,9 @@ WRITES = {
 }
 PREEMPTED = 42  # keras_resnet.training.multiworker.PREEMPTED_EXIT_CODE: SIGTERM on a worker
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+# Seconds a multi-worker job's peers get to stop after one worker ended (heartbeats notice
+# a lost peer within about 10 s) before the ended worker is run again to rejoin.
+REJOIN_AFTER = 45.0
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
@@ -101,6 +104,36 @@ def _temp_files(run_dir: Path, pattern: re.Pattern) -> list[str]:
     ]
 
 
+def _rejoin(group: list, procs: list, target: int) -> subprocess.Popen | None:
+    """A worker killed before it joined its cluster leaves the others waiting for it, as
+    for one not yet started: if a peer still runs REJOIN_AFTER seconds after the target
+    ended, the target's same command is run again (what its user does), and the job goes on."""
+    try:
+        procs[target].wait(timeout=REJOIN_AFTER)
+    except subprocess.TimeoutExpired:
+        return None  # the target itself did not stop: reported as it is
+    deadline = time.monotonic() + REJOIN_AFTER
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    if all(p.poll() is not None for p in procs):
+        return None
+    cmd, env = group[target]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _ended(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+    """How a rejoined worker ended: its exit code and last line."""
+    try:
+        err = proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        err = proc.communicate()[1] + "\n(hung: killed by the harness)"
+    lines = [line for line in err.splitlines() if line.strip()]
+    return {"returncode": proc.returncode, "stderr_last_line": (lines or [""])[-1]}
+
+
 def interrupt(
     cmd: list[str] | list[tuple[list[str], dict]],
     run_dir: Path,
@@ -138,6 +171,7 @@ def interrupt(
             if proc.poll() is None:
                 proc.send_signal(getattr(signal, name))
                 sent.append(name)
+    rejoined = _rejoin(group, procs, target) if sent and len(procs) > 1 else None
     errs = []
     for p in procs:
         try:
@@ -145,6 +179,8 @@ def interrupt(
         except subprocess.TimeoutExpired:
             p.kill()
             errs.append(p.communicate()[1] + "\n(hung: killed by the harness)")
+    if rejoined is not None:
+        rejoined = _ended(rejoined, timeout)
     lines = [[line for line in err.splitlines() if line.strip()] for err in errs]
     return {
         "signals": list(instant.signals),
@@ -157,6 +193,7 @@ def interrupt(
         "stderr_last_line": lines[target][-1] if lines[target] else "",
         "traceback": any(line.startswith("Traceback") for line in lines[target]),
         "stderr_lines": len(lines[target]),
+        "rejoined": rejoined,
         "peers": [
             {
                 "returncode": p.returncode,
@@ -172,6 +209,9 @@ def interrupt(
 
 def check_interrupted(result: dict[str, Any], sigterm_code: int = 143) -> str | None:
     """What is wrong with how one signalled process (and its peers) ended, or None."""
+    rejoined = result.get("rejoined")
+    if rejoined is not None and rejoined["returncode"] != 0:
+        return f"the worker run again to rejoin its waiting peers did not finish: {rejoined}"
     for peer in result.get("peers", []):
         if "hung" in peer["stderr_last_line"]:
             return f"a peer of the signalled process hung: {peer}"

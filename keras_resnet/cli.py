@@ -31,7 +31,7 @@ from keras_resnet._cli_common import (
     _spec_from_args,
 )
 from keras_resnet._cli_tune import _add_tune
-from keras_resnet._signals import exit_code, interruptible
+from keras_resnet._signals import exit_code, exit_promptly_on_signal, interruptible
 from keras_resnet.errors import TrainingDivergedError
 from keras_resnet.recipes import RECIPE_NAMES
 
@@ -260,11 +260,11 @@ def _train_multiworker(spec, args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from keras_resnet.training import multiworker, train
-    from keras_resnet.training.cluster import read_tf_config
+    from keras_resnet.training.cluster import join_cluster, read_tf_config
 
     task = read_tf_config()  # before TensorFlow starts its server
     print(f"keras-resnet train: {task.describe()}", flush=True)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = join_cluster(task)
     peer_gone = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
     previous_hook = threading.excepthook
 
@@ -493,5 +493,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def console_main() -> int:
+    """The `keras-resnet` command: `main`, then a signal during the interpreter's shutdown
+    ends the process with the command's own exit code (`exit_promptly_on_signal`)."""
+    try:
+        code = main()
+    except SystemExit as e:
+        exit_promptly_on_signal(e.code if isinstance(e.code, int) else 1)
+        raise
+    exit_promptly_on_signal(code)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

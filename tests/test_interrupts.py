@@ -7,8 +7,10 @@ and its results file is the issue's evidence.
 
 import json
 import os
+import select
 import signal
 import subprocess
+import time
 
 import keras
 import pytest
@@ -78,3 +80,35 @@ def test_check_interrupted_reads_the_exit_codes():
     assert "lines: 3" in check_interrupted({**base, "stderr_lines": 3})
     assert check_interrupted({**base, "sent": ["SIGKILL"], "returncode": -9}) is None
     assert check_interrupted({**base, "sent": [], "returncode": 1}) == "exited 1 unsignalled"
+
+
+def _output_until(proc: subprocess.Popen, text: bytes, timeout: float) -> bytes:
+    """What `proc` wrote to stdout until `text` appeared in it, or `timeout` passed."""
+    out, deadline = b"", time.monotonic() + timeout
+    while text not in out and time.monotonic() < deadline and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 0.5)[0]:
+            out += os.read(proc.stdout.fileno(), 4096)
+    return out
+
+
+def test_a_worker_waiting_for_its_chief_answers_sigterm(tmp_path):
+    """A non-chief worker whose chief never came (or was killed before it joined) waits, says
+    for what, and SIGTERM (or Ctrl-C) there ends it with one line; before, TensorFlow waited
+    in C++ holding the GIL and no signal was answered. Nothing of the run is written."""
+    from benchmarks.interrupts import multiworker_commands
+
+    run = tmp_path / "run"
+    cmd, env = multiworker_commands(run, epochs=1)[1]  # worker 1; worker 0 never starts
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = _output_until(proc, b"waiting for the chief at 127.0.0.1:", timeout=120)
+        assert b"waiting for the chief" in out, out
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.splitlines() == [
+        "keras-resnet train: error: interrupted; rerun the same command to resume."
+    ]
+    assert not run.exists()

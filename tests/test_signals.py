@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -50,3 +52,19 @@ def test_without_a_signal_fit_runs_to_its_end():
     with deferred():
         _model().fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[record, StopOnSignal()])
     assert len(record.ended) == 16
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_work_ends_the_process_with_the_work_s_code(signum):
+    """`keras-resnet` (console_main) after its command returned: a signal during the
+    interpreter's shutdown gives the command's exit code, not -2 / -15 (seen once with
+    SIGTERM on a finished multi-worker job)."""
+    script = (
+        "import os, signal, time\n"
+        "from keras_resnet._signals import exit_promptly_on_signal\n"
+        "exit_promptly_on_signal(3)\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+        "time.sleep(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=25, capture_output=True)
+    assert done.returncode == 3, done.stderr

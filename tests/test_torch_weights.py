@@ -139,10 +139,10 @@ def test_a_ported_resnet18_fine_tuned_on_the_digits_exports_to_every_tflite_vari
 
     int8 needs real images and a trained head: on random inputs a classifier's top-1 is close
     to a tie, so agreement there says little either way. So the ported ResNet18 is fine-tuned
-    briefly on the digits (32x32, torch preprocessing), and the export verifies every artifact
-    on the digits' test split with its own tolerances (`DEFAULT_TOLERANCES`: float ones max
-    |diff|, dynamic and int8 >= 99% top-1 agreement with the Keras model). Measured: Keras
-    0.9777; fp32/fp16 agree 100%, dynamic 99.72%, int8 100% (0.9777). About 56 s of CPU.
+    for one epoch on the digits (32x32, torch preprocessing), and the export verifies every
+    artifact on the digits' test split with its own tolerances (`DEFAULT_TOLERANCES`: float
+    ones max |diff|, dynamic and int8 >= 99% top-1 agreement with the Keras model). Measured:
+    Keras 0.9582 after the epoch (a second one, 0.9749, cost another ~55 s of CPU).
     """
     import keras
     import tensorflow as tf
@@ -181,7 +181,7 @@ def test_a_ported_resnet18_fine_tuned_on_the_digits_exports_to_every_tflite_vari
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.fit(x_train, y_train, batch_size=32, epochs=2, verbose=0)
+    model.fit(x_train, y_train, batch_size=32, epochs=1, verbose=0)
     keras_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     # Agreement with a model that has not learnt the digits would mean nothing.
     assert keras_accuracy >= 0.9

@@ -202,3 +202,43 @@ def task_of(strategy: Any) -> Task:
     workers = tuple(cluster.get("chief", [])) + tuple(cluster.get("worker", []))
     address = cluster[resolver.task_type][resolver.task_id]
     return Task(resolver.task_type, int(resolver.task_id), workers, address)
+
+
+def _listening(address: str, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at "host:port"."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def join_cluster(task: Task) -> Any:
+    """`MultiWorkerMirroredStrategy()`, joined so that this process still answers signals.
+
+    The strategy's constructor waits until every worker has registered with TensorFlow's
+    coordination service, which the chief runs. A worker killed before it registered is
+    indistinguishable from one not yet started, so the others wait, and running its same
+    command again lets the job go on (measured: `python -m benchmarks.interrupts --command
+    multiworker`). The chief's wait answers
+    signals; another worker's does not: it waits in C++ holding the GIL, where no Python
+    signal handler (and no other Python thread) runs, so Ctrl-C did nothing there. So
+    another worker first waits in Python until the chief's server accepts connections,
+    and only then builds the strategy, whose registration then takes milliseconds.
+    """
+    import time
+
+    import tensorflow as tf
+
+    chief = task.workers[0]
+    if not task.is_chief and not _listening(chief):
+        print(
+            f"keras-resnet train: waiting for the chief at {chief} (start every "
+            "worker with the same command; a worker stopped before it joined continues the "
+            "job when its command is run again)",
+            flush=True,
+        )
+        while not _listening(chief):
+            time.sleep(0.2)  # signal handlers run here
+    return tf.distribute.MultiWorkerMirroredStrategy()
