@@ -1,89 +1,29 @@
 """Sizes computed from a spec alone: parameter counts and a memory estimate.
 
 Budgets (the tuner's `max_params`) and the refusal of absurd sizes are checked
-before anything is built, so these mirror the builder layer for layer without
-building. `ResNetSpec.count_params` and `ResNetSpec.memory_bytes` call them.
+before anything is built, so these sum the layer plan (`keras_resnet.plan`), the same
+description the builder makes its layers from. `ResNetSpec.count_params` and
+`ResNetSpec.memory_bytes` call them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from collections import defaultdict
+from typing import Any
 
 from keras_resnet._checks import received as _received
-
-if TYPE_CHECKING:
-    from keras_resnet.spec import ResNetSpec
+from keras_resnet.plan import plan
 
 
 def count_params(
-    spec: ResNetSpec, channels: int = 3, classes: int | None = 1000, trainable_only: bool = False
+    spec: Any, channels: int = 3, classes: int | None = 1000, trainable_only: bool = False
 ) -> int:
-    """See `ResNetSpec.count_params`."""
-    counter = _ParamCounter(spec, trainable_only)
-    cin = spec.scaled_stem_filters
-    total = counter.stem(channels, cin)
-    strides = iter(spec.block_strides())
-    for stage in spec.scaled_stages():
-        out = stage.filters * spec.block_expansion
-        for _ in range(stage.blocks):
-            total += counter.block(cin, stage.filters, out, next(strides))
-            cin = out
-    total += 0 if spec.version == "v1" else counter.bn(cin)
-    if classes is not None:
-        total += cin * classes + classes
-    return total
-
-
-class _ParamCounter:
-    """Parameter counts of the builder's parts, layer for layer (see `count_params`)."""
-
-    def __init__(self, spec: ResNetSpec, trainable_only: bool):
-        self.spec, self.trainable_only = spec, trainable_only
-        self.v1 = spec.version == "v1"
-
-    def conv(self, k: int, cin: int, cout: int, bias: bool, groups: int = 1) -> int:
-        return k * k * (cin // groups) * cout + (cout if bias else 0)
-
-    def bn(self, c: int) -> int:
-        # gamma, beta (+ moving mean and variance, not trainable)
-        return 2 * c if self.trainable_only else 4 * c
-
-    def stem(self, channels: int, filters: int) -> int:
-        bias, bn_after = self.spec.use_bias, self.bn(filters) if self.v1 else 0
-        if self.spec.stem == "imagenet":
-            return self.conv(7, channels, filters, bias) + bn_after
-        if self.spec.stem == "cifar":
-            return self.conv(3, channels, filters, bias) + bn_after
-        mid, mid_bias = max(1, filters // 2), bias and self.v1
-        return (
-            self.conv(3, channels, mid, mid_bias)
-            + self.conv(3, mid, mid, mid_bias)
-            + 2 * self.bn(mid)
-            + self.conv(3, mid, filters, bias)
-            + bn_after
-        )
-
-    def block(self, cin: int, filters: int, out: int, stride: int) -> int:
-        s, bias, v1, bn = self.spec, self.spec.use_bias, self.v1, self.bn
-        total = 0
-        projected = s.shortcut in ("projection", "avg")
-        if projected and (cin != out or (v1 and stride > 1)):
-            total += self.conv(1, cin, out, bias) + (bn(out) if v1 else 0)
-        inner = s.inner_channels(filters)
-        if s.block == "basic":
-            total += self.conv(3, cin, inner, bias and v1) + bn(inner)
-            total += self.conv(3, inner, out, bias)
-        else:
-            total += self.conv(1, cin, inner, bias and v1) + bn(inner)
-            total += self.conv(3, inner, inner, bias and v1, s.groups) + bn(inner)
-            total += self.conv(1, inner, out, bias)
-        total += bn(out) if v1 else bn(cin)
-        se = s.se_channels(out)
-        if se:
-            total += self.conv(1, out, se, True) + self.conv(1, se, out, True)
-        return total
+    """See `ResNetSpec.count_params` (`spec` is one; spec.py imports this module)."""
+    top = classes is not None
+    layers = plan(spec, (None, None, channels), include_top=top, classes=classes or 1)
+    return sum(layer.params + (0 if trainable_only else layer.non_trainable) for layer in layers)
 
 
 def physical_memory_bytes() -> int | None:
@@ -95,7 +35,7 @@ def physical_memory_bytes() -> int | None:
 
 
 def check_fits_in_memory(
-    spec: ResNetSpec,
+    spec: Any,
     input_shape: tuple[int, int, int],
     *,
     batch_size: int = 1,
@@ -126,7 +66,7 @@ def check_fits_in_memory(
 
 
 def memory_bytes(
-    spec: ResNetSpec,
+    spec: Any,
     input_shape: tuple[int, int, int],
     batch_size: int = 1,
     classes: int | None = 1000,
@@ -135,28 +75,20 @@ def memory_bytes(
     """A rough upper estimate of the memory a forward (or training) pass needs.
 
     Float32 parameters (four copies when training: weights, gradients and
-    two optimizer slots) plus activations: when training every block's
-    conv, BN and ReLU outputs are kept for the backward pass; at inference
-    only the two widest tensors live at once. It is meant to refuse absurd
-    sizes before anything is built, not to plan memory precisely.
+    two optimizer slots) plus activations, from the plan's layer outputs: when
+    training every layer's output is kept for the backward pass; at inference
+    only two parts of the network (the stem, a block, the head) hold theirs
+    at once, the widest counted twice. It is meant to refuse absurd sizes
+    before anything is built, not to plan memory precisely.
     """
     h, w, channels = (int(v) for v in input_shape)
-    params = spec.count_params(channels=channels, classes=classes)
-    stride = 1 if spec.stem == "cifar" else 2
-    h, w = -(-h // stride), -(-w // stride)
-    stem_convs = 3 if spec.stem == "deep" else 1
-    tensors = [h * w * channels, 3 * stem_convs * h * w * spec.scaled_stem_filters]
-    if spec.stem != "cifar":
-        h, w = -(-h // 2), -(-w // 2)
-    for stage in spec.scaled_stages():
-        out = stage.filters * spec.block_expansion
-        convs = 2 if spec.block == "basic" else 3
-        for j in range(stage.blocks):
-            if j == 0:
-                h, w = -(-h // stage.stride), -(-w // stage.stride)
-            inner = 3 * h * w * spec.inner_channels(stage.filters) * (convs - 1)
-            tensors.append(inner + 6 * h * w * out)  # last conv, BN, shortcut, add, ReLU
-    per_image = sum(tensors) if training else 2 * max(tensors)
+    layers = plan(spec, (h, w, channels), include_top=classes is not None, classes=classes or 1)
+    parts: dict[str, int] = defaultdict(int)
+    for layer in layers:
+        parts[layer.part] += math.prod(layer.output_shape)
+    image = h * w * channels
+    per_image = image + sum(parts.values()) if training else 2 * max(image, *parts.values())
+    params = sum(layer.params + layer.non_trainable for layer in layers)
     copies = 4 if training else 1
     return 4 * (copies * params + batch_size * per_image)
 

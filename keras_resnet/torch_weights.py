@@ -1,22 +1,13 @@
 """torchvision's and timm's ResNet weights (`.safetensors` state dicts) in keras_resnet models.
 
 No torch at run time: the file is read with the `safetensors` package into numpy
-arrays, each key is renamed to the layer the builder gives the same module
-(the table in keras_resnet/blocks.py), and every weight is set exactly once.
-Anything that does not fit is refused before a single weight is set: a key no
-layer takes, a layer weight no key gives, a shape that differs (the first such
-key and both shapes are named). So the file decides which spec it needs: a
-ResNet-50 file does not load into a ResNet-50-D, nor a 1000-class head into a
-10-class one.
-
-Renaming (`layer{i}.{j}` is `conv{i+1}_block{j+1}`):
-
-    conv1.weight / bn1.*                    conv1_conv / conv1_bn
-    conv1.0 / .1 / .3 / .4 / .6 (deep stem) conv1_1_conv / _1_bn / _2_conv / _2_bn / conv1_conv
-    layer{i}.{j}.conv{k} / bn{k}            conv{i+1}_block{j+1}_{k}_conv / _{k}_bn
-    layer{i}.{j}.downsample.{n}             _0_conv (the 4-D weight) / _0_bn (the BN after it)
-    layer{i}.{j}.se.fc1 / se.fc2            _se_reduce / _se_expand
-    fc                                      predictions
+arrays, and each layer of the model takes the keys the layer plan names for it
+(`keras_resnet.plan.torch_keys`, from its name and its network's stem and shortcut: the
+table in keras_resnet/blocks.py), every weight set exactly once. Anything that does not fit is
+refused before a single weight is set: a key no layer takes, a layer weight no key gives,
+a shape that differs (the first such key and both shapes are named). So the file decides
+which spec it needs: a ResNet-50 file does not load into a ResNet-50-D, nor a 1000-class
+head into a 10-class one.
 
 Tensors: conv kernels OIHW -> HWIO (grouped ones included: torch's `in/groups`
 is Keras' input axis too), the classifier (out, in) -> (in, out), BN weight,
@@ -27,17 +18,15 @@ bias, running_mean, running_var -> gamma, beta, moving_mean, moving_variance;
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import numpy as np
 
 from keras_resnet._limits import check_safetensors
+from keras_resnet.plan import torch_keys, torch_layout
 
-_BN = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
-_DEEP_STEM = {"0": ("conv1_1", "conv"), "1": ("conv1_1", "bn"), "3": ("conv1_2", "conv"),
-              "4": ("conv1_2", "bn"), "6": ("conv1", "conv")}  # fmt: skip
-_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
+# The plan's kind of each Keras layer class that has weights.
+_KINDS = {"Conv2D": "conv", "BatchNormalization": "bn", "Dense": "dense"}
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -56,62 +45,25 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _module_target(module: str, state: dict[str, np.ndarray]) -> tuple[str, str] | None:
-    """(our layer name, "conv" | "bn" | "dense") for a torch module path, or None."""
-    if module == "fc":
-        return "predictions", "dense"
-    if module in ("conv1", "bn1"):
-        return "conv1", "conv" if module == "conv1" else "bn"
-    if module.startswith("conv1."):
-        return _DEEP_STEM.get(module.removeprefix("conv1."))
-    match = _BLOCK.fullmatch(module)
-    if not match:
-        return None
-    stage, block, rest = match.groups()
-    name = f"conv{int(stage) + 1}_block{int(block) + 1}"
-    if m := re.fullmatch(r"(conv|bn)(\d)", rest):
-        return f"{name}_{m.group(2)}", m.group(1)
-    if rest.startswith("downsample."):
-        is_conv = state.get(f"{module}.weight", np.zeros(0)).ndim == 4
-        return f"{name}_0", "conv" if is_conv else "bn"
-    if rest in ("se.fc1", "se.fc2"):
-        return f"{name}_se_{'reduce' if rest == 'se.fc1' else 'expand'}", "se"
-    return None
+def _convert(kind: str, index: int, array: np.ndarray) -> np.ndarray:
+    """A state-dict tensor in Keras' layout for weight `index` of a layer of `kind`."""
+    if kind == "conv" and index == 0:
+        return array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if kind == "dense" and index == 0:
+        return array.T
+    return array
 
 
-def _convert(kind: str, tensor: str, array: np.ndarray) -> tuple[int, np.ndarray]:
-    """(index in the Keras layer's weights, the array in Keras' layout)."""
-    if kind == "bn":
-        return _BN[tensor], array
-    if tensor == "bias":
-        return 1, array
-    if kind == "dense":
-        return 0, array.T
-    return 0, array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-
-
-def _layer_suffix(kind: str) -> str:
-    return {"conv": "_conv", "bn": "_bn"}.get(kind, "")
-
-
-def torch_state_to_layers(
-    state: dict[str, np.ndarray],
-) -> tuple[dict[str, dict[int, tuple[str, np.ndarray]]], list[str]]:
-    """Renames a state dict: {our layer: {weight index: (torch key, array)}}, unused keys."""
-    layers: dict[str, dict[int, tuple[str, np.ndarray]]] = {}
-    unused = []
-    for key, array in state.items():
-        module, _, tensor = key.rpartition(".")
-        if tensor == "num_batches_tracked":
-            continue
-        target = _module_target(module, state)
-        if target is None or (target[1] == "bn" and tensor not in _BN):
-            unused.append(key)
-            continue
-        name, kind = target
-        index, value = _convert(kind, tensor, np.asarray(array))
-        layers.setdefault(name + _layer_suffix(kind), {})[index] = (key, value)
-    return layers, unused
+def _layer_keys(model: Any) -> list[tuple[Any, str, tuple[str, ...]]]:
+    """Each layer with weights, its kind and the state-dict keys of its weights."""
+    layout = torch_layout([layer.name for layer in model.layers])
+    found = []
+    for layer in model.layers:
+        count = len(layer.weights)
+        if count:
+            kind = _KINDS.get(type(layer).__name__, "")
+            found.append((layer, kind, torch_keys(layer.name, kind, count, layout)))
+    return found
 
 
 def load_torch_weights(model: Any, path: str | os.PathLike) -> Any:
@@ -134,38 +86,32 @@ def load_torch_weights(model: Any, path: str | os.PathLike) -> Any:
 
 
 def _set_weights(model: Any, state: dict[str, np.ndarray], received: str) -> Any:
-    layers, unused = torch_state_to_layers(state)
+    layer_keys = _layer_keys(model)
+    taken = {key for _, _, keys in layer_keys for key in keys}
+    unused = [k for k in state if k not in taken and not k.endswith(".num_batches_tracked")]
     if unused:
         raise ValueError(
             f"The weights file has {len(unused)} key(s) this model has no layer for "
             f"(first: {unused[0]!r}): it is not this architecture. {received}"
         )
     planned = []
-    for layer in model.layers:
-        expected = layer.get_weights()
-        if not expected:
-            continue
-        given = layers.pop(layer.name, {})
+    for layer, kind, keys in layer_keys:
+        values, expected = [], layer.get_weights()
         for index, current in enumerate(expected):
-            if index not in given:
+            key = keys[index] if index < len(keys) else None
+            if key not in state:
                 raise ValueError(
-                    f"The weights file has no tensor for layer {layer.name!r} (weight {index} of "
-                    f"{len(expected)}): it is not this architecture. {received}"
+                    f"The weights file has no tensor for layer {layer.name!r} (weight {index} "
+                    f"of {len(expected)}): it is not this architecture. {received}"
                 )
-            key, value = given[index]
+            value = _convert(kind, index, np.asarray(state[key]))
             if value.shape != current.shape:
                 raise ValueError(
                     f"Shape mismatch at {key!r}: the file's {tuple(value.shape)} (in Keras' "
                     f"layout) against layer {layer.name!r}'s {tuple(current.shape)}. {received}"
                 )
-        planned.append((layer, [given[i][1] for i in range(len(expected))]))
-    if layers:
-        first = next(iter(layers.values()))
-        key = next(iter(first.values()))[0]
-        raise ValueError(
-            f"The weights file has key(s) this model has no layer for (first: {key!r}): it is "
-            f"not this architecture. {received}"
-        )
+            values.append(value)
+        planned.append((layer, values))
     for layer, values in planned:
         layer.set_weights(values)
     return model

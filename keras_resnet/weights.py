@@ -16,7 +16,9 @@ call downloaded is removed when it fails the check.
 
 `load_backbone_weights` starts a model from a weights file of its spec with
 another head: a converted torchvision/timm file (1000 classes) under a new
-10-class classifier, for fine-tuning (`train(..., init_weights=...)`).
+10-class classifier, for fine-tuning (`train(..., init_weights=...)`). The models it
+loads the file into come from `keras_resnet.network` (the builder without weights), since
+the builder imports this module for the ImageNet files.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Any
 
 import keras
 
-from keras_resnet.spec import ResNetSpec, spec_name
-from keras_resnet.torch_weights import load_torch_weights  # noqa: F401 (torchvision/timm files)
+from keras_resnet.network import build_network
+from keras_resnet.spec import ResNetSpec, resolve_spec, spec_name
 
 BASE_WEIGHTS_PATH = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 
@@ -204,8 +206,6 @@ def read_backbone_weights(
         ValueError: one line, when the file is missing, unreadable or not of this spec
             and input channels (the first layer that does not load is named).
     """
-    from keras_resnet.builder import build_resnet  # the builder imports this module
-
     path = os.fspath(path)
     received = f"Received: {arg}={path!r}"
     if not path.endswith(".weights.h5"):
@@ -216,7 +216,10 @@ def read_backbone_weights(
     if not os.path.isfile(path):
         raise ValueError(f"No such weights file. {received}")
     stored = _count_layer_variables(path, received)
-    backbone = build_resnet(spec, include_top=False, input_shape=input_shape)
+    spec, data_format = resolve_spec(spec), keras.config.image_data_format()
+    backbone = build_network(
+        spec, include_top=False, input_shape=input_shape, data_format=data_format
+    )
     expected = len(backbone.weights)
     if stored not in (expected, expected + 2):
         raise ValueError(
@@ -232,7 +235,9 @@ def read_backbone_weights(
         ) from None
     source, has_head = backbone, False
     if stored == expected + 2:
-        full = build_resnet(spec, input_shape=input_shape, classes=classes)
+        full = build_network(
+            spec, input_shape=input_shape, classes=classes, data_format=data_format
+        )
         try:
             _load_weights(full, path)
             source, has_head = full, True

@@ -61,12 +61,11 @@ from pathlib import Path
 from typing import Any
 
 import keras
-from keras import layers
 
-from keras_resnet import blocks
+from keras_resnet import plan
 from keras_resnet._checks import check_image_shape, check_positive_int, is_number, received
-from keras_resnet.builder import _stem
-from keras_resnet.spec import STEM_STRIDES, ResNetSpec
+from keras_resnet.network import plan_model
+from keras_resnet.spec import ResNetSpec
 from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
 
 DEFAULT_MARGIN = 0.5
@@ -103,21 +102,16 @@ def table_name(target: LatencyTarget, input_shape: Sequence[int]) -> str:
     return f"latency_model-{target.name}{threads}-{shape}-{host}.json"
 
 
-def _ceil_div(size: int, stride: int) -> int:
-    # Every strided layer of the builder maps a side n to ceil(n / stride): padded 3x3 and
-    # 7x7 convs, strided 1x1 convs and pools, the "same" average pool.
-    return -(-size // stride)
-
-
 def parts(spec: ResNetSpec, input_shape: Sequence[int], classes: int) -> list[dict[str, Any]]:
     """`spec`'s parts in network order: the stem, every block, the head.
 
     Each part is a JSON-able dict with its `kind`, input shape `in` and output shape
-    `out` (height, width, channels) and what else sets its cost.
+    `out` (height, width, channels) and what else sets its cost; the shapes are the
+    layer plan's (`keras_resnet.plan`).
     """
     h, w, c = (int(d) for d in input_shape)
-    stride = STEM_STRIDES[spec.stem]
-    out = [_ceil_div(h, stride), _ceil_div(w, stride), spec.scaled_stem_filters]
+    outputs = {layer.part: list(layer.output_shape) for layer in plan.plan(spec, (h, w, c))}
+    out = outputs["stem"]
     result = [
         {
             "kind": "stem",
@@ -129,21 +123,13 @@ def parts(spec: ResNetSpec, input_shape: Sequence[int], classes: int) -> list[di
             "out": out,
         }
     ]
-    strides = iter(spec.block_strides())
     fields = {name: getattr(spec, name) for name in _BLOCK_FIELDS}
     if spec.block == "basic":
         fields = {k: v for k, v in fields.items() if k not in ("expansion", "bottleneck_stride")}
-    for stage in spec.scaled_stages():
-        for _ in range(stage.blocks):
-            s = next(strides)
-            shape = out
-            out = [
-                _ceil_div(shape[0], s),
-                _ceil_div(shape[1], s),
-                stage.filters * spec.block_expansion,
-            ]
-            block = {"kind": "block", **fields, "filters": stage.filters, "stride": s}
-            result.append({**block, "in": shape, "out": out})
+    for name, filters, stride, _ in plan.block_layout(spec):
+        block = {"kind": "block", **fields, "filters": filters, "stride": stride}
+        result.append({**block, "in": out, "out": outputs[name]})
+        out = outputs[name]
     result.append({"kind": "head", "version": spec.version, "classes": classes, "in": out})
     return result
 
@@ -155,19 +141,18 @@ def _identity(shape: Sequence[int], classes: int) -> dict[str, Any]:
 
 
 def _micro_model(part: dict[str, Any], spec: ResNetSpec, classes: int) -> keras.Model:
-    """`Input -> part -> GlobalAveragePooling2D -> Dense(classes)`, built from the same
-    functions the builder uses (`keras_resnet.blocks`, the builder's stem)."""
-    cfg = blocks.BlockConfig.from_spec(spec, "channels_last")
-    x = inputs = layers.Input(shape=tuple(part["in"]))
+    """`Input -> part -> GlobalAveragePooling2D -> Dense(classes)`: the part's slice of
+    the layer plan, made by the same functions as the whole network's."""
+    p = plan.Planner(spec, "channels_last", {plan.INPUT: tuple(part["in"])})
+    x = plan.INPUT
     if part["kind"] == "stem":
-        x = _stem(x, spec, cfg)
+        x = plan.add_stem(p, x)
     elif part["kind"] == "block":
-        x = blocks.get_block(spec)(x, part["filters"], part["stride"], cfg, "probe")
+        x = plan.add_block(p, x, part["filters"], part["stride"], "probe")
     elif part["version"] == "v2":
-        x = blocks.relu(blocks.bn(x, cfg, "post"), "post_relu")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = layers.Dense(classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, x, name=f"probe_{part['kind']}")
+        x = plan.add_post(p, x)
+    plan.add_top(p, x, classes=classes)
+    return plan_model(p.layers, name=f"probe_{part['kind']}")
 
 
 class LatencyModel:

@@ -1,0 +1,38 @@
+"""The layer plan against what it describes without Keras: torch's own state dicts.
+
+The plan is checked against the built model in tests/test_property.py (every layer's class,
+shapes and parameters, 500 drawn specs). Here its torch keys meet the real torchvision and
+timm state dicts recorded in tests/fixtures/torch_refs/ (made by torch 2.14 / timm 1.0.31):
+every key of every ported architecture is named by exactly one layer of its plan, and each
+layer's parameters are the sum of its tensors' sizes. No model is built.
+"""
+
+import math
+
+import pytest
+
+from keras_resnet.plan import plan
+from keras_resnet.spec import get_spec
+from tests.fixtures.torch_state import fixture_path, load_fixture
+from tests.test_torch_weights import PORTS
+
+
+@pytest.mark.parametrize("source, arch", sorted(PORTS), ids=[f"{s}-{a}" for s, a in sorted(PORTS)])
+def test_the_plans_torch_keys_are_the_state_dicts(source, arch):
+    fixture = load_fixture(fixture_path(source, arch))
+    sizes = {
+        key: math.prod(shape)
+        for key, shape, _ in fixture["keys_shapes_dtypes"]
+        if not key.endswith(".num_batches_tracked")
+    }
+    _, channels, h, w = fixture["input_shape"]
+    classes = next(shape[0] for key, shape, _ in fixture["keys_shapes_dtypes"] if key == "fc.bias")
+    layers = plan(get_spec(PORTS[source, arch]), (h, w, channels), classes=classes)
+    named = [key for layer in layers for key in layer.torch]
+    assert sorted(named) == sorted(sizes)  # each key once, none missing, none extra
+    for layer in layers:
+        if layer.torch:
+            total = layer.params + layer.non_trainable
+            assert sum(sizes[key] for key in layer.torch) == total, layer.name
+        else:
+            assert layer.params + layer.non_trainable == 0, layer.name
