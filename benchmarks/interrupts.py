@@ -62,6 +62,7 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 # Seconds a multi-worker job's peers get to stop after one worker ended (heartbeats notice
 # a lost peer within about 10 s) before the ended worker is run again to rejoin.
 REJOIN_AFTER = 45.0
+REJOIN_TIMEOUT = 300.0  # seconds for a rejoined job to finish one more epoch
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
@@ -104,10 +105,20 @@ def _temp_files(run_dir: Path, pattern: re.Pattern) -> list[str]:
     ]
 
 
-def _rejoin(group: list, procs: list, target: int) -> subprocess.Popen | None:
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return len(history_epochs(run_dir / "history.csv"))
+    except OSError:
+        return 0
+
+
+def _rejoin(group: list, procs: list, target: int, run_dir: Path) -> dict[str, Any] | None:
     """A worker killed before it joined its cluster leaves the others waiting for it, as
-    for one not yet started: if a peer still runs REJOIN_AFTER seconds after the target
-    ended, the target's same command is run again (what its user does), and the job goes on."""
+    for one not yet started. If a peer still runs REJOIN_AFTER seconds after the target
+    ended, the target's same command is run again (what its user does) and must let the
+    job go on: it has once the job has finished one more epoch (or the whole run). The
+    harness then SIGKILLs the job's processes (a kill at any instant is safe), so the
+    next instant still finds work to interrupt."""
     try:
         procs[target].wait(timeout=REJOIN_AFTER)
     except subprocess.TimeoutExpired:
@@ -117,21 +128,21 @@ def _rejoin(group: list, procs: list, target: int) -> subprocess.Popen | None:
         time.sleep(0.2)
     if all(p.poll() is not None for p in procs):
         return None
+    before = _epochs_done(run_dir)
     cmd, env = group[target]
-    return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _ended(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
-    """How a rejoined worker ended: its exit code and last line."""
-    try:
-        err = proc.communicate(timeout=timeout)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        err = proc.communicate()[1] + "\n(hung: killed by the harness)"
-    lines = [line for line in err.splitlines() if line.strip()]
-    return {"returncode": proc.returncode, "stderr_last_line": (lines or [""])[-1]}
+    again = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    job = [again, *(p for i, p in enumerate(procs) if i != target)]
+    deadline = time.monotonic() + REJOIN_TIMEOUT
+    while time.monotonic() < deadline and _epochs_done(run_dir) <= before:
+        if all(p.poll() is not None for p in job):
+            break
+        time.sleep(0.2)
+    progressed = _epochs_done(run_dir) > before
+    for p in job:
+        if p.poll() is None:
+            p.kill()
+    codes = [p.wait() for p in job]
+    return {"progressed": progressed, "returncodes": codes}
 
 
 def interrupt(
@@ -171,7 +182,7 @@ def interrupt(
             if proc.poll() is None:
                 proc.send_signal(getattr(signal, name))
                 sent.append(name)
-    rejoined = _rejoin(group, procs, target) if sent and len(procs) > 1 else None
+    rejoined = _rejoin(group, procs, target, run_dir) if sent and len(procs) > 1 else None
     errs = []
     for p in procs:
         try:
@@ -179,8 +190,6 @@ def interrupt(
         except subprocess.TimeoutExpired:
             p.kill()
             errs.append(p.communicate()[1] + "\n(hung: killed by the harness)")
-    if rejoined is not None:
-        rejoined = _ended(rejoined, timeout)
     lines = [[line for line in err.splitlines() if line.strip()] for err in errs]
     return {
         "signals": list(instant.signals),
@@ -210,8 +219,8 @@ def interrupt(
 def check_interrupted(result: dict[str, Any], sigterm_code: int = 143) -> str | None:
     """What is wrong with how one signalled process (and its peers) ended, or None."""
     rejoined = result.get("rejoined")
-    if rejoined is not None and rejoined["returncode"] != 0:
-        return f"the worker run again to rejoin its waiting peers did not finish: {rejoined}"
+    if rejoined is not None and not rejoined["progressed"]:
+        return f"the job did not go on once its stopped worker was run again: {rejoined}"
     for peer in result.get("peers", []):
         if "hung" in peer["stderr_last_line"]:
             return f"a peer of the signalled process hung: {peer}"

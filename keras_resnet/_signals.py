@@ -95,17 +95,15 @@ def interruptible(prefix: str) -> Iterator[None]:
             _state.update(deferring=False, pending=None)
 
 
-def exit_promptly_on_signal(code: int) -> None:
-    """For a process whose work is done and whose exit `code` is known: SIGINT or SIGTERM
-    from now on end it at once with `code`. Python's default handlers, put back when the
-    work ended, would end it by the signal (status -2 or -15, seen during TensorFlow's
-    shutdown) as if the work had been cut short."""
-
-    def leave(signum, frame):
-        os._exit(code)
-
+def ignore_signals_from_now() -> None:
+    """For a process whose work is done: SIGINT and SIGTERM are ignored from now on, and
+    it ends with its own exit code. Python's default handlers, put back when the work
+    ended, would end it by the signal (status -2 or -15, seen during TensorFlow's
+    shutdown) as if the work had been cut short; a Python handler would not do either,
+    since Python's finalization puts the default back in place of its own handlers (not
+    of SIG_IGN). SIGKILL still ends a shutdown that hangs."""
     for signum in EXIT_CODES:
-        signal.signal(signum, leave)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from keras_resnet._cli_common import (
     _spec_from_args,
 )
 from keras_resnet._cli_tune import _add_tune
-from keras_resnet._signals import exit_code, exit_promptly_on_signal, interruptible
+from keras_resnet._signals import exit_code, ignore_signals_from_now, interruptible
 from keras_resnet.errors import TrainingDivergedError
 from keras_resnet.recipes import RECIPE_NAMES
 
@@ -495,14 +495,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> int:
     """The `keras-resnet` command: `main`, then a signal during the interpreter's shutdown
-    ends the process with the command's own exit code (`exit_promptly_on_signal`)."""
+    leaves the command's own exit code (`ignore_signals_from_now`)."""
     try:
-        code = main()
-    except SystemExit as e:
-        exit_promptly_on_signal(e.code if isinstance(e.code, int) else 1)
-        raise
-    exit_promptly_on_signal(code)
-    return code
+        return main()
+    finally:
+        ignore_signals_from_now()
 
 
 if __name__ == "__main__":
