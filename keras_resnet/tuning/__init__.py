@@ -14,8 +14,8 @@ One concern a module:
 - `hypermodel`: `HyperResNet`, hyperparameters -> spec -> `build_resnet`, and `fit`.
 - `budgets`: `max_params` and `max_latency_ms`, rejected trials, and the check
   that some candidate meets them before anything trains.
-- `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT),
-  `measure_latency`, `measure_tflite_latency`, `latency_runtime` and `LatencyCache`.
+- `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT) and its one
+  way to time a model, `measure_latency`, `latency_runtime` and `LatencyCache`.
 - `latency_model`: `LatencyModel`, a candidate's latency predicted from its spec
   (a per-host table of micro-model latencies), so clearly over-budget ones are
   rejected unconverted.
@@ -48,7 +48,6 @@ from keras_resnet.tuning.latency import (
     LatencyTarget,
     latency_runtime,
     measure_latency,
-    measure_tflite_latency,
 )
 from keras_resnet.tuning.latency_model import LatencyModel
 from keras_resnet.tuning.results import BEST_RULE, non_dominated, pareto_front, pareto_trials
@@ -77,7 +76,6 @@ __all__ = [
     "latency_runtime",
     "make_tuner",
     "measure_latency",
-    "measure_tflite_latency",
     "non_dominated",
     "pareto_front",
     "pareto_trials",
