@@ -687,7 +687,7 @@ def test_an_epoch_with_a_nan_loss_counts_as_diverged_whatever_its_val_accuracy()
 
 
 def test_budgets_each_reachable_alone_but_not_together_fail_before_training(monkeypatch):
-    from keras_resnet.tuning.budgets import check_budgets_reachable
+    from keras_resnet.tuning.hypermodel import check_budgets_reachable
 
     # Made-up latencies where the small candidates are the slow ones: width 0.5
     # fits max_params, width 1.0 fits max_latency_ms, none fits both.

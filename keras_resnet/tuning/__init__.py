@@ -12,8 +12,10 @@ One concern a module:
   block type, version, stem, optimizer, learning rate, weight decay, batch
   size), its checks and range parsing, and the candidate specs.
 - `hypermodel`: `HyperResNet`, hyperparameters -> spec -> `build_resnet`, and `fit`.
-- `budgets`: `max_params` and `max_latency_ms`, rejected trials, and the check
-  that some candidate meets them before anything trains.
+- `budgets`: `BudgetOptions` (objective, `max_params`, `max_latency_ms`, the
+  latency target), `Budget` (what is over them, the score of a rejected trial).
+- `screen`: `Screen`, the one object that judges candidates (the budgets, the
+  latency target, cache and model), shared by the hypermodel, the tuner and the results.
 - `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT) and its one
   way to time a model, `measure_latency`, `latency_runtime` and `LatencyCache`.
 - `latency_model`: `LatencyModel`, a candidate's latency predicted from its spec
@@ -41,6 +43,7 @@ from keras_resnet.constants import (
     OBJECTIVES,
     TUNERS,
 )
+from keras_resnet.tuning.budgets import BudgetOptions
 from keras_resnet.tuning.distributed import OracleUnreachableError
 from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.latency import (
@@ -51,6 +54,7 @@ from keras_resnet.tuning.latency import (
 )
 from keras_resnet.tuning.latency_model import LatencyModel
 from keras_resnet.tuning.results import BEST_RULE, non_dominated, pareto_front, pareto_trials
+from keras_resnet.tuning.screen import Screen
 from keras_resnet.tuning.search import SearchConfig, search
 from keras_resnet.tuning.space import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAYS, SearchSpace
 from keras_resnet.tuning.tuners import make_tuner
@@ -66,11 +70,13 @@ __all__ = [
     "LATENCY_TARGETS",
     "OBJECTIVES",
     "TUNERS",
+    "BudgetOptions",
     "HyperResNet",
     "LatencyCache",
     "LatencyModel",
     "LatencyTarget",
     "OracleUnreachableError",
+    "Screen",
     "SearchConfig",
     "SearchSpace",
     "latency_runtime",

@@ -24,8 +24,8 @@ from keras_resnet.data import DatasetSplits
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
 from keras_resnet.training.tracing import build_training_state
-from keras_resnet.tuning.budgets import Budget
-from keras_resnet.tuning.hypermodel import METRICS, HyperResNet
+from keras_resnet.tuning.budgets import EPOCH_METRICS, Budget
+from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.run_dir import (
     BEST_MODEL,
     BEST_SPEC,
@@ -34,6 +34,7 @@ from keras_resnet.tuning.run_dir import (
     SUMMARY,
     TRIALS_CSV,
 )
+from keras_resnet.tuning.screen import Screen
 from keras_resnet.tuning.tuners import weights_only_restore
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 _STATUS = {"COMPLETED": "completed", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CSV_FIELDS = (
-    "trial_id", "status", *METRICS, "params", "latency_ms", "latency_source",
+    "trial_id", "status", *EPOCH_METRICS, "params", "latency_ms", "latency_source",
     "predicted_latency_ms", "epochs", "parent_trial", "width",
     "num_stages", "blocks", "block", "version", "stem", "shortcut", "groups", "se_ratio",
     "drop_path_rate", "optimizer", "learning_rate", "weight_decay", "batch_size", "message",
@@ -52,7 +53,7 @@ _CSV_FIELDS = (
 
 
 _TRIAL_METRICS = (
-    *METRICS, "params", "latency_ms", "epochs", "rejected", "diverged", "latency_predicted",
+    *EPOCH_METRICS, "params", "latency_ms", "epochs", "rejected", "diverged", "latency_predicted",
     "predicted_latency_ms",
 )  # fmt: skip
 
@@ -64,61 +65,52 @@ def _latency_source(metrics: dict[str, float]) -> str:
     return "predicted" if metrics.get("latency_predicted") else "measured"
 
 
-def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
+def trial_rows(oracle: kt.Oracle, hypermodel: HyperResNet, screen: Screen) -> list[dict]:
     """One row per trial: status, metrics, the spec's choices and the training settings."""
-    rows = []
-    for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
-        hp = trial.hyperparameters.copy()
-        metrics = {
-            name: trial.metrics.get_last_value(name)
-            for name in _TRIAL_METRICS
-            if trial.metrics.exists(name)
-        }
-        status = _STATUS.get(trial.status, str(trial.status).lower())
-        message = ""
-        if status == "completed" and metrics.get("rejected"):
-            status = "rejected"
-            message = hm.budget.violation(int(metrics["params"]), metrics.get("latency_ms")) or ""
-            if metrics.get("latency_predicted") and hm.latency_model is not None:
-                message = (
-                    f"predicted {message} by more than the latency model's "
-                    f"{hm.latency_model.margin:.0%} margin (not measured)"
-                )
-            metrics.pop(hm.objective, None)
-        elif status == "completed" and metrics.get("diverged"):
-            status, message = "diverged", "loss became NaN"
-        elif status == "failed" and trial.message:
-            message = [line for line in trial.message.strip().splitlines() if line][-1]
-        spec = hm.declare_spec(hp)
-        train_hp = hm.training_hyperparameters(hp)
-        params = metrics.get("params")
-        rows.append(
-            {
-                "trial_id": trial.trial_id,
-                "status": status,
-                **{name: metrics.get(name) for name in METRICS},
-                "params": int(params) if params is not None else None,
-                "latency_ms": metrics.get("latency_ms"),
-                "latency_source": _latency_source(metrics),
-                "predicted_latency_ms": metrics.get("predicted_latency_ms"),
-                "epochs": int(metrics["epochs"]) if "epochs" in metrics else None,
-                "parent_trial": hp.values.get("tuner/trial_id"),
-                "width": spec.width,
-                "num_stages": len(spec.stages),
-                "blocks": "-".join(str(s.blocks) for s in spec.stages),
-                "block": spec.block,
-                "version": spec.version,
-                "stem": spec.stem,
-                **{
-                    k: getattr(spec, k)
-                    for k in ("shortcut", "groups", "se_ratio", "drop_path_rate")
-                },
-                **train_hp,
-                "message": message,
-                "spec": spec,
-            }
-        )
-    return rows
+    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
+    return [_trial_row(trial, hypermodel, screen) for trial in trials]
+
+
+def _trial_row(trial: kt.engine.trial.Trial, hypermodel: HyperResNet, screen: Screen) -> dict:
+    hp = trial.hyperparameters.copy()
+    metrics = {
+        name: trial.metrics.get_last_value(name)
+        for name in _TRIAL_METRICS
+        if trial.metrics.exists(name)
+    }
+    status = _STATUS.get(trial.status, str(trial.status).lower())
+    message = ""
+    if status == "completed" and metrics.get("rejected"):
+        status, message = "rejected", screen.rejection_message(metrics)
+        metrics.pop(screen.budget.objective, None)
+    elif status == "completed" and metrics.get("diverged"):
+        status, message = "diverged", "loss became NaN"
+    elif status == "failed" and trial.message:
+        message = [line for line in trial.message.strip().splitlines() if line][-1]
+    spec = hypermodel.declare_spec(hp)
+    train_hp = hypermodel.training_hyperparameters(hp)
+    params = metrics.get("params")
+    return {
+        "trial_id": trial.trial_id,
+        "status": status,
+        **{name: metrics.get(name) for name in EPOCH_METRICS},
+        "params": int(params) if params is not None else None,
+        "latency_ms": metrics.get("latency_ms"),
+        "latency_source": _latency_source(metrics),
+        "predicted_latency_ms": metrics.get("predicted_latency_ms"),
+        "epochs": int(metrics["epochs"]) if "epochs" in metrics else None,
+        "parent_trial": hp.values.get("tuner/trial_id"),
+        "width": spec.width,
+        "num_stages": len(spec.stages),
+        "blocks": "-".join(str(s.blocks) for s in spec.stages),
+        "block": spec.block,
+        "version": spec.version,
+        "stem": spec.stem,
+        **{k: getattr(spec, k) for k in ("shortcut", "groups", "se_ratio", "drop_path_rate")},
+        **train_hp,
+        "message": message,
+        "spec": spec,
+    }
 
 
 def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -256,7 +248,7 @@ def front_summary(front: list[dict[str, Any]], objective: str) -> list[dict[str,
 
 def plot_pareto(
     rows: list[dict[str, Any]],
-    hm: HyperResNet,
+    screen: Screen,
     best_id: str | None,
     path: Path,
     front_ids: Sequence[str] = (),
@@ -265,70 +257,67 @@ def plot_pareto(
     panel's two-axis Pareto front, the trials on the three-axis front (`front_ids`,
     ringed), the best, rejected ones and the budgets."""
     # A bare Figure, not pyplot: the caller's backend (a notebook's inline one) is left alone.
-    from matplotlib import ticker
     from matplotlib.figure import Figure
 
-    objective = hm.objective
-    maximize = OBJECTIVES[objective] == "max"
+    objective = screen.budget.objective
     # One point per architecture: Hyperband retrains promoted candidates as new trials.
     by_spec: dict[str, dict[str, Any]] = {}
     for row in rank_trials(rows, objective):
         by_spec.setdefault(row["spec"].to_json(), row)
     trained = list(by_spec.values())
     rejected = [r for r in rows if r["status"] == "rejected"]
+    ringed = [r for r in rows if r["trial_id"] in front_ids]
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
+    latency_label = f"batch-1 latency (ms)\n{screen.target.runtime()}"
     for ax, cost, label, budget in (
-        (axes[0], "params", "parameters", hm.max_params),
-        (
-            axes[1],
-            "latency_ms",
-            f"batch-1 latency (ms)\n{hm.latency_target.runtime()}",
-            hm.max_latency_ms,
-        ),
+        (axes[0], "params", "parameters", screen.budget.max_params),
+        (axes[1], "latency_ms", latency_label, screen.budget.max_latency_ms),
     ):
-        points = [r for r in trained if r.get(cost) is not None]
-        xs = [r[cost] for r in points]
-        ys = [r[objective] for r in points]
-        ax.scatter(xs, ys, s=18, color="tab:blue", alpha=0.6, label="trained trials")
-        front = pareto_front([(x, y if maximize else -y) for x, y in zip(xs, ys, strict=True)])
-        ax.plot(
-            [xs[i] for i in front],
-            [ys[i] for i in front],
-            "-o",
-            color="tab:red",
-            markersize=6,
-            label="Pareto front",
-        )
-        ringed = [r for r in rows if r["trial_id"] in front_ids and r.get(cost) is not None]
-        if ringed:
-            ax.scatter([r[cost] for r in ringed], [r[objective] for r in ringed], s=110,
-                       facecolors="none", edgecolors="tab:red", linewidths=1.5,
-                       label="front of (objective, params, latency)")  # fmt: skip
-        for r in points:
-            if r["trial_id"] == best_id:
-                ax.scatter([r[cost]], [r[objective]], marker="*", s=250, color="gold",
-                           edgecolor="black", zorder=5, label="best")  # fmt: skip
-        over = [r[cost] for r in rejected if r.get(cost) is not None]
-        if over and ys:
-            floor = min(ys)
-            ax.scatter(over, [floor] * len(over), marker="x", color="gray",
-                       label="rejected (over budget, not trained)")  # fmt: skip
+        _plot_panel(ax, (trained, rejected, ringed), objective, cost, best_id)
         if budget is not None:
             ax.axvline(budget, color="gray", linestyle="--", linewidth=1, label="budget")
-        ax.set_xscale("log")
-        # Plain numbers at 1-2-5 steps: a cost axis often spans a decade or less.
-        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel(objective)
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{len(trained)} trained candidates, {len(rejected)} rejected")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
+
+
+def _plot_panel(ax: Any, groups: tuple, objective: str, cost: str, best_id: str | None) -> None:
+    """One panel of `plot_pareto`: the objective against `cost` (log scale)."""
+    from matplotlib import ticker
+
+    trained, rejected, ringed = groups
+    maximize = OBJECTIVES[objective] == "max"
+    points = [r for r in trained if r.get(cost) is not None]
+    xs = [r[cost] for r in points]
+    ys = [r[objective] for r in points]
+    ax.scatter(xs, ys, s=18, color="tab:blue", alpha=0.6, label="trained trials")
+    front = pareto_front([(x, y if maximize else -y) for x, y in zip(xs, ys, strict=True)])
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="tab:red",
+            markersize=6, label="Pareto front")  # fmt: skip
+    ringed = [r for r in ringed if r.get(cost) is not None]
+    if ringed:
+        ax.scatter([r[cost] for r in ringed], [r[objective] for r in ringed], s=110,
+                   facecolors="none", edgecolors="tab:red", linewidths=1.5,
+                   label="front of (objective, params, latency)")  # fmt: skip
+    for r in points:
+        if r["trial_id"] == best_id:
+            ax.scatter([r[cost]], [r[objective]], marker="*", s=250, color="gold",
+                       edgecolor="black", zorder=5, label="best")  # fmt: skip
+    over = [r[cost] for r in rejected if r.get(cost) is not None]
+    if over and ys:
+        ax.scatter(over, [min(ys)] * len(over), marker="x", color="gray",
+                   label="rejected (over budget, not trained)")  # fmt: skip
+    ax.set_xscale("log")
+    # Plain numbers at 1-2-5 steps: a cost axis often spans a decade or less.
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_ylabel(objective)
+    ax.grid(alpha=0.3)
 
 
 # --- the best model -------------------------------------------------------------------------
@@ -418,32 +407,13 @@ def _best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
     spec: ResNetSpec = best["spec"]
     return {
         "trial_id": best["trial_id"],
-        **{name: best[name] for name in METRICS if best.get(name) is not None},
+        **{name: best[name] for name in EPOCH_METRICS if best.get(name) is not None},
         "params": int(model.count_params()),
         "latency_ms": best["latency_ms"],
         "epochs": best["epochs"],
         "spec": spec.to_dict(),
         "training": {
             k: best[k] for k in ("optimizer", "learning_rate", "weight_decay", "batch_size")
-        },
-    }
-
-
-def _budget_summary(hm: HyperResNet, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json's objective, budgets and how latency was measured (and predicted)."""
-    model = hm.latency_model
-    return {
-        "objective": hm.objective,
-        "max_params": hm.max_params,
-        "max_latency_ms": hm.max_latency_ms,
-        "latency_target": hm.latency_target.name,
-        "latency_threads": hm.latency_target.num_threads,
-        "latency_runtime": hm.latency_target.runtime(),
-        "latency_model": None
-        if model is None
-        else {
-            **model.to_dict(),
-            "rejected_unmeasured": sum(r["latency_source"] == "predicted" for r in rows),
         },
     }
 
@@ -465,17 +435,19 @@ def write_results(
     weights, or retrained: `retrain_best`), its test-split score, summary.json;
     prints the top trials.
     """
-    rows = trial_rows(kt_tuner.oracle, hm)
+    screen = hm.screen
+    objective = screen.budget.objective
+    rows = trial_rows(kt_tuner.oracle, hm, screen)
     write_trials_csv(rows, run_dir / TRIALS_CSV)
-    ranked = rank_trials(rows, hm.objective, hm.budget)
+    ranked = rank_trials(rows, objective, screen.budget)
     if not ranked:
         raise RuntimeError(
             f"No trial finished training ({len(rows)} trials); see {run_dir / TRIALS_CSV}."
         )
     best = ranked[0]
-    front = pareto_trials(rows, hm.objective)
+    front = pareto_trials(rows, objective)
     front_ids = [r["trial_id"] for r in front]
-    plot_pareto(rows, hm, best["trial_id"], run_dir / PARETO_PNG, front_ids)
+    plot_pareto(rows, screen, best["trial_id"], run_dir / PARETO_PNG, front_ids)
     write_json(run_dir / BEST_SPEC, best["spec"].to_dict())
     if config.retrain_epochs:
         retrain_best(best, splits, run_dir, dataset=dataset, config=config)
@@ -491,9 +463,9 @@ def write_results(
     summary = {
         "best": _best_summary(best, model),
         "best_rule": BEST_RULE,
-        "pareto_front": front_summary(front, hm.objective),
+        "pareto_front": front_summary(front, objective),
         "pareto_axes": {
-            hm.objective: OBJECTIVES[hm.objective],
+            objective: OBJECTIVES[objective],
             "params": "min",
             "latency_ms": "min",
         },
@@ -503,7 +475,7 @@ def write_results(
         "retrain_epochs": config.retrain_epochs,
         "trials": counts,
         "infeasible_draws": getattr(kt_tuner.oracle, "infeasible_draws", 0),
-        **_budget_summary(hm, rows),
+        **screen.summary(sum(r["latency_source"] == "predicted" for r in rows)),
         "dataset": splits.to_dict(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "fingerprint": record["fingerprint"],
@@ -523,7 +495,7 @@ def write_results(
         },
     }
     write_json(run_dir / SUMMARY, summary)
-    _print_report(ranked, summary, hm.objective, run_dir)
+    _print_report(ranked, summary, objective, run_dir)
     return summary
 
 

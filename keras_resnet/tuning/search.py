@@ -39,9 +39,8 @@ from keras_resnet.constants import (
 )
 from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
-from keras_resnet.tuning.budgets import check_budgets_reachable
 from keras_resnet.tuning.distributed import check_distributed, tuner_environment, wait_for_chief
-from keras_resnet.tuning.hypermodel import HyperResNet
+from keras_resnet.tuning.hypermodel import HyperResNet, check_budgets_reachable
 from keras_resnet.tuning.latency import LatencyTarget
 from keras_resnet.tuning.results import trial_rows, write_results, write_trials_csv
 from keras_resnet.tuning.run_dir import (
@@ -268,9 +267,7 @@ def search(
         if config.overwrite:
             remove_outputs(run_dir)
         write_json(run_dir / TUNE_CONFIG, record)
-        hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
-        if hypermodel.latency_model is not None:
-            hypermodel.latency_model.attach(run_dir)
+        hypermodel.screen.attach(run_dir)
         keras.utils.set_random_seed(config.seed)
         kt_tuner, is_worker = _run(splits, hypermodel, run_dir, config)
         if is_worker:
@@ -362,7 +359,7 @@ def _record(splits: DatasetSplits, hm: HyperResNet, config: SearchConfig) -> dic
     target = {}
     if config.latency_target != DEFAULT_LATENCY_TARGET:
         target = {  # "auto" as what it stands for here: another machine may choose another
-            "latency_target": hm.latency_target.name,
+            "latency_target": hm.screen.target.name,
             "latency_threads": config.latency_threads,
         }
     return {
@@ -385,14 +382,14 @@ def _record(splits: DatasetSplits, hm: HyperResNet, config: SearchConfig) -> dic
         "keras_resnet": __version__,
         "keras_tuner": kt.__version__,
         "tensorflow": tf.__version__,
-        "latency_runtime": hm.latency_target.runtime(),
+        "latency_runtime": hm.screen.target.runtime(),
     }
 
 
 def _check_before_writing(hm: HyperResNet, run_dir: Path, config: SearchConfig) -> None:
     """The budgets (with a resumed search's latencies), and a worker's chief."""
     if (run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
-        hm.latency_cache.attach(run_dir / LATENCY_CACHE)
+        hm.screen.cache.attach(run_dir / LATENCY_CACHE)
     check_budgets_reachable(hm)
     if config.role == "worker":
         # After this worker's own data and budget checks, which the chief does too.
@@ -437,7 +434,7 @@ def _run(
         except RuntimeError as e:
             if "consecutive failures" not in str(e):
                 raise
-            write_trials_csv(trial_rows(kt_tuner.oracle, hm), run_dir / TRIALS_CSV)
+            write_trials_csv(trial_rows(kt_tuner.oracle, hm, hm.screen), run_dir / TRIALS_CSV)
             raise RuntimeError(
                 f"The search stopped after {config.max_consecutive_failed_trials} failed trials "
                 f"in a row; see {run_dir / TRIALS_CSV} for their errors."

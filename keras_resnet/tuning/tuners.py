@@ -3,8 +3,8 @@
 Each algorithm is keras-tuner's own oracle and tuner with two mixins: random
 draws over `max_params` are redrawn (up to `MAX_DRAWS` times, so the trial
 budget goes to models that fit), and trials over a budget are rejected before
-their model is built. `TUNER_CLASSES` is the one registry: a name of
-`keras_resnet.constants.TUNERS` -> (oracle class, tuner class).
+their model is built (by the hypermodel's `Screen`). `TUNER_CLASSES` is the one
+registry: a name of `keras_resnet.constants.TUNERS` -> (oracle class, tuner class).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from keras_resnet.tuning.budgets import MAX_DRAWS
 from keras_resnet.tuning.distributed import PatientClient, serve
 from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.run_dir import PROJECT
+from keras_resnet.tuning.screen import Screen
 
 
 def _save_state(obj: Any, fname: str) -> None:
@@ -146,37 +147,34 @@ class BudgetedBayesianOptimizationOracle(_BudgetedOracle, kt.oracles.BayesianOpt
 
 
 class _BudgetedTuner:
-    """Mixed into keras-tuner's tuners: over-budget trials are rejected before `build`."""
+    """Mixed into keras-tuner's tuners: `screen` rejects over-budget trials before `build`."""
 
     def __init__(
         self,
         oracle: kt.Oracle,
         hypermodel: HyperResNet,
         *,
+        screen: Screen,
         oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
         **kwargs: Any,
     ):
         # The stock tuner classes only differ in the oracle they create; ours is given.
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+        self.screen = screen
         if self._is_worker():
             self.oracle = PatientClient(self.oracle, oracle_timeout)
 
     def run_trial(self, trial, *args, **kwargs):
-        hm: HyperResNet = self.hypermodel
         hp = trial.hyperparameters
-        spec = hm.declare_spec(hp.copy())
-        params = hm.spec_params(spec)
-        latency, parent = hm.cached_latency(spec), {}
+        spec = self.hypermodel.declare_spec(hp.copy())
+        latency, parent = self.screen.cached_latency(spec), {}
         if latency is None:
             parent = self._parent_latency_if_rejected(hp)
             latency = parent.get("latency_ms")
-        if hm.budget.violation(params, latency):
-            return {**hm.budget.rejected_result(params, latency), **parent}
-        if latency is None and not hm.budget.violation(params, None):
-            # Predicted clearly over the latency budget: rejected before any build or conversion.
-            screened = hm.predicted_rejection(spec, params)
-            if screened is not None:
-                return screened
+        # Over a budget, or predicted clearly over the latency budget: never built.
+        rejected = self.screen.before_build(spec, latency)
+        if rejected is not None:
+            return {**rejected, **parent}
         with weights_only_restore():  # Hyperband loads the promoted trial's checkpoint
             return super().run_trial(trial, *args, **kwargs)
 
@@ -251,7 +249,7 @@ def make_tuner(
     max_search_seconds: float | None = None,
     oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
 ) -> kt.Tuner:
-    """A keras-tuner tuner for `hypermodel` that knows its budgets.
+    """A keras-tuner tuner for `hypermodel` that knows its budgets (its `screen`).
 
     It is keras-tuner's `Hyperband`, `RandomSearch` or `BayesianOptimization`
     with two additions: random draws over `max_params` are redrawn, and
@@ -268,21 +266,22 @@ def make_tuner(
     >>> tuner.search(splits.train, validation_data=splits.validation, epochs=2)
     """
     check_choice("tuner", tuner, TUNERS)
-    classes = TUNER_CLASSES[tuner]
+    screen, classes = hypermodel.screen, TUNER_CLASSES[tuner]
+    objective = screen.budget.objective
     oracle = classes.oracle.create(
         max_trials=max_trials,
         max_epochs=max_epochs,
         hyperband_factor=hyperband_factor,
-        objective=kt.Objective(hypermodel.objective, OBJECTIVES[hypermodel.objective]),
+        objective=kt.Objective(objective, OBJECTIVES[objective]),
         seed=seed + 1,  # keras-tuner treats seed 0 as "no seed" (a random one)
         max_consecutive_failed_trials=max_consecutive_failed_trials,
     )
-    if hypermodel.max_params is not None:
+    if screen.budget.max_params is not None:
 
         def feasible(values: dict[str, Any]) -> bool:
             hp = oracle.hyperparameters.copy()
             hp.values = dict(values)
-            return hypermodel.count_params(hp) <= hypermodel.max_params
+            return hypermodel.count_params(hp) <= screen.budget.max_params
 
         oracle.feasible = feasible
     if max_search_seconds is not None:
@@ -290,6 +289,7 @@ def make_tuner(
     return classes.tuner(
         oracle,
         hypermodel,
+        screen=screen,
         directory=str(directory),
         project_name=project_name,
         overwrite=overwrite,
