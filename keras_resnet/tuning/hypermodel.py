@@ -3,7 +3,8 @@
 It has no layer code: `declare_spec` turns a trial's hyperparameters into a
 spec on top of a base spec, `build` hands that spec to the builder, `fit`
 trains it with `keras_resnet.training`'s optimizers and losses unless its
-`Screen` (`keras_resnet.tuning.screen`) rejects it.
+`Screen` (`keras_resnet.tuning.screen`) rejects it. `TrialData` is a trial's
+training data before its batch size is known, prepared once by `search`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from keras_resnet._checks import check_image_shape, check_positive_int, is_numbe
 from keras_resnet._signals import deferred
 from keras_resnet.builder import build_resnet
 from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY
+from keras_resnet.data import DatasetSplits
 from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
 from keras_resnet.training.callbacks import StopOnSignal
@@ -52,8 +54,8 @@ class HyperResNet(kt.HyperModel):
         space: a `SearchSpace` (default `SearchSpace()`).
         screen: the `Screen` that judges candidates (budgets, latency target,
             cache and model), as `search` shares it; or, instead, `**budget`.
-        label_mode: `"int"` or `"categorical"` for the loss `build` compiles
-            with; `fit` picks it from the data it gets.
+        label_mode: `"int"` (default) or `"categorical"`: the loss `build`
+            compiles with; `fit` compiles with its data's.
         **budget: `BudgetOptions`' fields (`objective`, `max_params`,
             `max_latency_ms`, `latency_target`, `latency_threads`, and
             `latency_model`, off by default here) and `latency_cache` (a
@@ -104,7 +106,6 @@ class HyperResNet(kt.HyperModel):
         self.label_mode = label_mode or "int"
         # The screen's, under the names earlier versions gave them.
         self.latency_model, self.penalty = self.screen.model, self.screen.budget.penalty
-        self._example_counts: dict[int, tuple[Any, int | None]] = {}
 
     # hyperparameters -> spec ----------------------------------------------
 
@@ -192,9 +193,9 @@ class HyperResNet(kt.HyperModel):
         Args:
             hp: the trial's hyperparameters.
             model: the model `build(hp)` returned (weights may be loaded by Hyperband).
-            x, y: as in `keras.Model.fit`: arrays, or a `tf.data.Dataset` of
-                batched or unbatched `(image, label)` pairs. A dataset is
-                rebatched to the trial's batch size.
+            x, y: `TrialData`, or as in `keras.Model.fit`: arrays, or a
+                `tf.data.Dataset` of batched or unbatched `(image, label)` pairs
+                (rebatched to the trial's batch size).
             validation_data: needed: the objective is a validation metric.
             epochs, initial_epoch, callbacks, **kwargs: as in `Model.fit`
                 (`verbose` defaults to 0).
@@ -212,10 +213,10 @@ class HyperResNet(kt.HyperModel):
                 f"{self.screen.budget.objective!r}. Received: validation_data=None"
             )
         train_hp = self.training_hyperparameters(hp)
-        x, fit_kwargs, examples, label_shape = self._batched(x, y, train_hp["batch_size"])
-        self.label_mode = _label_mode(label_shape, self.classes)
-        steps = math.ceil(examples / train_hp["batch_size"]) if examples else None
-        _compile(model, train_hp, self.label_mode, max(1, epochs - initial_epoch), steps)
+        data = trial_data(x, y, self.input_shape, self.classes)
+        x, fit_kwargs = data.batched(train_hp["batch_size"])
+        steps = data.steps(train_hp["batch_size"])
+        _compile(model, train_hp, data.label_mode, max(1, epochs - initial_epoch), steps)
         build_training_state(model, x, fit_kwargs.get("y"))
         callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN(), StopOnSignal()]
         # A signal stops fit between two steps, after keras-tuner's checkpoint of the epoch.
@@ -234,38 +235,6 @@ class HyperResNet(kt.HyperModel):
         params, latency = screening.params, screening.latency_ms
         return screening.report(self._best_epoch(history.history, params, latency, initial_epoch))
 
-    def _batched(
-        self, x: Any, y: Any, batch_size: int
-    ) -> tuple[Any, dict[str, Any], int | None, Sequence[int | None]]:
-        """`fit`'s data at the trial's batch size: (x, fit keywords, examples, label shape)."""
-        if isinstance(x, tf.data.Dataset):
-            examples = self._count_examples(x)
-            labels = x.element_spec[1]
-            batched = len(x.element_spec[0].shape) == len(self.input_shape) + 1
-            x = (x.unbatch() if batched else x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-            label_shape = labels.shape[1:] if batched else labels.shape
-            return x, {"shuffle": False}, examples, label_shape  # a dataset shuffles itself
-        return x, {"y": y, "batch_size": batch_size}, len(x), np.shape(y)[1:]
-
-    def _count_examples(self, ds: tf.data.Dataset) -> int | None:
-        """Examples in a dataset (for the schedule), from its cardinality and first batch.
-
-        The first batch gives the batch size; a short last batch makes this
-        at most one step long, which a cosine schedule does not notice.
-        """
-        key = id(ds)
-        if key not in self._example_counts:
-            cardinality = int(ds.cardinality())
-            count = None
-            if cardinality > 0:
-                if len(ds.element_spec[0].shape) == len(self.input_shape) + 1:
-                    first = next(iter(ds.take(1)))[0]
-                    count = cardinality * int(first.shape[0])
-                else:
-                    count = cardinality
-            self._example_counts[key] = (ds, count)  # keeps ds alive, so its id stays unique
-        return self._example_counts[key][1]
-
     def _best_epoch(
         self, history: dict[str, list], params: int, latency: float, initial_epoch: int
     ) -> dict[str, float]:
@@ -277,6 +246,64 @@ def check_budgets_reachable(hypermodel: HyperResNet) -> None:
     error before any training (`Screen.check_reachable` on the space's corners)."""
     corners = corner_specs(hypermodel.space, hypermodel.base)
     hypermodel.screen.check_reachable(corners, hypermodel.latency_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialData:
+    """A trial's training data before its batch size is known.
+
+    `search` prepares it once from its splits (`from_splits`); `HyperResNet.fit`
+    makes one from `keras.Model.fit`'s arguments otherwise (`trial_data`).
+
+    Attributes:
+        x: an unbatched `tf.data.Dataset` of (image, label) pairs, or images.
+        y: the labels of an array `x`; None for a dataset.
+        examples: how many there are (for the learning-rate schedule), or None.
+        label_mode: `"int"` or `"categorical"`, from the labels' shape.
+    """
+
+    x: Any
+    y: Any
+    examples: int | None
+    label_mode: str
+
+    @classmethod
+    def from_splits(cls, splits: DatasetSplits) -> TrialData:
+        """The training split, unbatched, with its known size and label mode."""
+        count = splits.sizes["train"]
+        x = splits.train.unbatch().apply(tf.data.experimental.assert_cardinality(count))
+        return cls(x, None, count, splits.label_mode)
+
+    def batched(self, batch_size: int) -> tuple[Any, dict[str, Any]]:
+        """`Model.fit`'s data at `batch_size`: (x, its fit keywords)."""
+        if isinstance(self.x, tf.data.Dataset):
+            batches = self.x.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            return batches, {"shuffle": False}  # a dataset shuffles itself
+        return self.x, {"y": self.y, "batch_size": batch_size}
+
+    def steps(self, batch_size: int) -> int | None:
+        """Steps per epoch at `batch_size`, or None when the size is unknown."""
+        return math.ceil(self.examples / batch_size) if self.examples else None
+
+
+def trial_data(x: Any, y: Any, input_shape: Sequence[int], classes: int) -> TrialData:
+    """`fit`'s `x` and `y` as `TrialData` (as they are, if `x` is one already).
+
+    A dataset's size comes from its cardinality and, when batched, its first
+    batch: a short last batch makes this at most one step long, which a cosine
+    schedule does not notice.
+    """
+    if isinstance(x, TrialData):
+        return x
+    if not isinstance(x, tf.data.Dataset):
+        return TrialData(x, y, len(x), _label_mode(np.shape(y)[1:], classes))
+    batched = len(x.element_spec[0].shape) == len(input_shape) + 1
+    cardinality, examples = int(x.cardinality()), None
+    if cardinality > 0:
+        examples = cardinality * (int(next(iter(x.take(1)))[0].shape[0]) if batched else 1)
+    labels = x.element_spec[1].shape
+    label_mode = _label_mode(labels[1:] if batched else labels, classes)
+    return TrialData(x.unbatch() if batched else x, None, examples, label_mode)
 
 
 def _screen(screen: Screen | None, budget: dict[str, Any], shape: tuple, classes: int) -> Screen:

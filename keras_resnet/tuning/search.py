@@ -40,7 +40,7 @@ from keras_resnet.constants import (
 from keras_resnet.data import DataOptions, DatasetSplits, load_splits
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.tuning.distributed import check_distributed, tuner_environment, wait_for_chief
-from keras_resnet.tuning.hypermodel import HyperResNet, check_budgets_reachable
+from keras_resnet.tuning.hypermodel import HyperResNet, TrialData, check_budgets_reachable
 from keras_resnet.tuning.latency import LatencyTarget
 from keras_resnet.tuning.results import trial_rows, write_results, write_trials_csv
 from keras_resnet.tuning.run_dir import (
@@ -421,12 +421,9 @@ def _run(
         )
         is_worker = kt_tuner._is_worker()
         try:
-            # Unbatched with a known size: each trial batches it to its batch size.
-            train_examples = splits.train.unbatch().apply(
-                tf.data.experimental.assert_cardinality(splits.sizes["train"])
-            )
+            # Unbatched with a known size and label mode: each trial batches it.
             kt_tuner.search(
-                train_examples,
+                TrialData.from_splits(splits),
                 validation_data=splits.validation,
                 epochs=config.max_epochs,
                 verbose=2 if config.verbose else 0,
