@@ -1,6 +1,7 @@
 """What a finished search writes: trials.csv, the Pareto front over (objective, params,
-latency) and its plot, the best model (its trial's weights, or retrained), summary.json
-and the top table."""
+latency) and its plot, the best model (its trial's weights, or retrained), summary.json's
+parts and the top table. Each function takes what it reads: the rows, the `Screen`, the
+data options; `keras_resnet.tuning.search` puts them together."""
 
 from __future__ import annotations
 
@@ -10,20 +11,18 @@ import math
 import os
 import shlex
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import keras_tuner as kt
 
-from keras_resnet._io import atomic_path, write_json, write_text_atomic
+from keras_resnet._io import atomic_path, write_text_atomic
 from keras_resnet.constants import OBJECTIVES
-from keras_resnet.data import DatasetSplits
+from keras_resnet.data import DataOptions
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
-from keras_resnet.training.tracing import build_training_state
 from keras_resnet.tuning.budgets import EPOCH_METRICS, Budget
 from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.run_dir import (
@@ -36,9 +35,6 @@ from keras_resnet.tuning.run_dir import (
 )
 from keras_resnet.tuning.screen import Screen
 from keras_resnet.tuning.tuners import weights_only_restore
-
-if TYPE_CHECKING:
-    from keras_resnet.tuning.search import SearchConfig
 
 _STATUS = {"COMPLETED": "completed", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CSV_FIELDS = (
@@ -325,31 +321,35 @@ def _plot_panel(ax: Any, groups: tuple, objective: str, cost: str, best_id: str 
 
 def retrain_best(
     best: dict[str, Any],
-    splits: DatasetSplits,
     run_dir: Path,
-    *,
     dataset: Any,
-    config: SearchConfig,
+    data: DataOptions,
+    *,
+    seed: int,
+    epochs: int,
+    verbose: int,
 ) -> None:
-    """Retrains the best candidate from scratch for `config.retrain_epochs` epochs with
-    `keras_resnet.training.train` (in `run_dir/retrain`); its best.keras becomes the search's."""
+    """Retrains the best candidate from scratch for `epochs` epochs with
+    `keras_resnet.training.train` (in `run_dir/retrain`) on `dataset` (a reference, read
+    again with the search's `data` options, or the search's splits); its best.keras
+    becomes the search's."""
     train(
         best["spec"],
-        splits if isinstance(dataset, DatasetSplits) else dataset,
+        dataset,
         output_dir=run_dir / RETRAIN,
-        epochs=config.retrain_epochs,
+        epochs=epochs,
         batch_size=best["batch_size"],
         optimizer=best["optimizer"],
         learning_rate=best["learning_rate"],
         weight_decay=best["weight_decay"],
-        image_size=splits.image_shape[0],
-        channels=splits.image_shape[-1],
-        label_mode=splits.label_mode,
-        data_dir=config.data_dir,
-        download=config.download,
-        seed=config.seed,
-        augment=config.augment,
-        verbose=2 if config.verbose else 0,
+        image_size=data.image_size,
+        channels=data.channels,
+        label_mode=data.label_mode,
+        data_dir=data.data_dir,
+        download=data.download,
+        seed=seed,
+        augment=data.augment,
+        verbose=2 if verbose else 0,
     )
     with atomic_path(run_dir / BEST_MODEL) as tmp:
         shutil.copyfile(run_dir / RETRAIN / "best.keras", tmp)
@@ -374,35 +374,30 @@ def restore_best_trial(kt_tuner: kt.Tuner, trial_id: str, run_dir: Path) -> None
 
 
 def train_command(
-    run_dir: Path,
-    splits: DatasetSplits,
-    best: dict[str, Any],
-    epochs: int,
-    *,
-    dataset: Any,
-    config: SearchConfig,
+    run_dir: Path, best: dict[str, Any], epochs: int, dataset: Any, data: DataOptions, seed: int
 ) -> str:
-    """The `keras-resnet train` command that retrains the best candidate from scratch."""
-    name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else splits.name
+    """The `keras-resnet train` command that retrains the best candidate from scratch, on
+    `dataset` (a reference, or splits: named by their name) read with `data`."""
+    name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset.name
     parts = [
         f"keras-resnet train --spec {shlex.quote(str(run_dir / BEST_SPEC))}",
         f"--dataset {shlex.quote(name)}",
-        f"--image-size {splits.image_shape[0]} --channels {splits.image_shape[-1]}",
+        f"--image-size {data.image_size} --channels {data.channels}",
         f"--optimizer {best['optimizer']} --lr {best['learning_rate']:.3g}",
         f"--weight-decay {best['weight_decay']:.3g} --batch-size {best['batch_size']}",
-        f"--epochs {epochs} --seed {config.seed}",
+        f"--epochs {epochs} --seed {seed}",
     ]
-    if config.data_dir:
-        parts.append(f"--data-dir {shlex.quote(os.fspath(config.data_dir))}")
-    if not config.augment:
+    if data.data_dir:
+        parts.append(f"--data-dir {shlex.quote(os.fspath(data.data_dir))}")
+    if not data.augment:
         parts.append("--no-augment")
     return " ".join([*parts, "--output runs/best"])
 
 
-# --- all of it ------------------------------------------------------------------------------
+# --- summary.json ---------------------------------------------------------------------------
 
 
-def _best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
+def best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
     """summary.json's `best`: the trial, its scores, its spec and training settings."""
     spec: ResNetSpec = best["spec"]
     return {
@@ -418,88 +413,15 @@ def _best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
     }
 
 
-def write_results(
-    kt_tuner: kt.Tuner,
-    hm: HyperResNet,
-    splits: DatasetSplits,
-    run_dir: Path,
-    *,
-    dataset: Any,
-    config: SearchConfig,
-    record: dict[str, Any],
-    started: float,
-) -> dict[str, Any]:
-    """Writes every output of a finished search and returns the summary.
-
-    trials.csv, pareto.png, best_spec.json, best.keras (the best trial's
-    weights, or retrained: `retrain_best`), its test-split score, summary.json;
-    prints the top trials.
-    """
-    screen = hm.screen
-    objective = screen.budget.objective
-    rows = trial_rows(kt_tuner.oracle, hm, screen)
-    write_trials_csv(rows, run_dir / TRIALS_CSV)
-    ranked = rank_trials(rows, objective, screen.budget)
-    if not ranked:
-        raise RuntimeError(
-            f"No trial finished training ({len(rows)} trials); see {run_dir / TRIALS_CSV}."
-        )
-    best = ranked[0]
-    front = pareto_trials(rows, objective)
-    front_ids = [r["trial_id"] for r in front]
-    plot_pareto(rows, screen, best["trial_id"], run_dir / PARETO_PNG, front_ids)
-    write_json(run_dir / BEST_SPEC, best["spec"].to_dict())
-    if config.retrain_epochs:
-        retrain_best(best, splits, run_dir, dataset=dataset, config=config)
-    else:
-        restore_best_trial(kt_tuner, best["trial_id"], run_dir)
-    model = keras.saving.load_model(run_dir / BEST_MODEL, safe_mode=True)
-    build_training_state(model, splits.test)  # one trace of the test step, not two
-    test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
-
+def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """summary.json's `trials`: how many trials ended in each status."""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    summary = {
-        "best": _best_summary(best, model),
-        "best_rule": BEST_RULE,
-        "pareto_front": front_summary(front, objective),
-        "pareto_axes": {
-            objective: OBJECTIVES[objective],
-            "params": "min",
-            "latency_ms": "min",
-        },
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "best_model": "retrained" if config.retrain_epochs else "trial checkpoint",
-        "retrain_epochs": config.retrain_epochs,
-        "trials": counts,
-        "infeasible_draws": getattr(kt_tuner.oracle, "infeasible_draws", 0),
-        **screen.summary(sum(r["latency_source"] == "predicted" for r in rows)),
-        "dataset": splits.to_dict(),
-        "wall_seconds": round(time.perf_counter() - started, 2),
-        "fingerprint": record["fingerprint"],
-        "train_command": train_command(
-            run_dir,
-            splits,
-            best,
-            config.retrain_epochs or int(best.get("epochs") or 1),
-            dataset=dataset,
-            config=config,
-        ),
-        "files": {
-            "trials": TRIALS_CSV,
-            "pareto": PARETO_PNG,
-            "best_spec": BEST_SPEC,
-            "best_model": BEST_MODEL,
-        },
-    }
-    write_json(run_dir / SUMMARY, summary)
-    _print_report(ranked, summary, objective, run_dir)
-    return summary
+    return counts
 
 
-def _print_report(
+def print_report(
     ranked: list[dict[str, Any]], summary: dict[str, Any], objective: str, run_dir: Path
 ) -> None:
     """The top trials as a table, the best one, the counts and where the files are."""
