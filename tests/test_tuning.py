@@ -325,6 +325,23 @@ def test_a_search_directory_of_an_earlier_version_still_resumes(tmp_path, name):
     )
 
 
+def test_search_config_is_made_of_its_parts_and_takes_their_keywords():
+    import dataclasses
+
+    from keras_resnet.data import DataOptions
+    from keras_resnet.tuning import BudgetOptions, SearchConfig
+
+    config = SearchConfig(data=DataOptions(image_size=12), channels=1,
+                          budget=BudgetOptions(max_params=5_000), max_params=6_000)  # fmt: skip
+    assert config.data == DataOptions(image_size=12, channels=1)
+    assert config.budget.max_params == config.max_params == 6_000  # keywords on top of a part
+    again = dataclasses.replace(config, seed=3, tuner="random")
+    assert again.tuning.tuner == "random" and again.budget == config.budget
+    # What the fingerprint and the retraining would not carry is refused, not ignored.
+    with pytest.raises(ValueError, match=r"Received: data with augmentation='random-resized-crop'"):
+        SearchConfig(data=DataOptions(augmentation="random-resized-crop"))
+
+
 def test_no_tuning_module_imports_one_that_imports_it_back():
     """Every import in keras_resnet/tuning/ (function-level and TYPE_CHECKING ones too)."""
     import ast

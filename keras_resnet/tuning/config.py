@@ -112,6 +112,14 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         check_positive_int("image_size", self.data.image_size, allow_none=True)
+        # The fingerprint, the retraining and the train command carry the keywords only.
+        for field in dataclasses.fields(DataOptions):
+            value = getattr(self.data, field.name)
+            if field.name not in DATA_KEYWORDS and value != field.default:
+                raise ValueError(
+                    f"`data` may set only {', '.join(DATA_KEYWORDS)} for a search. "
+                    f"Received: data with {field.name}={value!r}"
+                )
         check_int_at_least("retrain_epochs", self.retrain_epochs, 0)
         c = self.cluster  # a worker may not overwrite: the one rule across two parts
         check_distributed(

@@ -20,7 +20,7 @@ import keras_tuner as kt
 
 from keras_resnet._io import atomic_path, write_text_atomic
 from keras_resnet.constants import OBJECTIVES
-from keras_resnet.data import DataOptions
+from keras_resnet.data import DataOptions, DatasetSplits
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
 from keras_resnet.tuning.budgets import EPOCH_METRICS, Budget
@@ -322,17 +322,18 @@ def _plot_panel(ax: Any, groups: tuple, objective: str, cost: str, best_id: str 
 def retrain_best(
     best: dict[str, Any],
     run_dir: Path,
-    dataset: Any,
+    splits: DatasetSplits,
     data: DataOptions,
     *,
+    dataset: Any,
     seed: int,
     epochs: int,
     verbose: int,
 ) -> None:
     """Retrains the best candidate from scratch for `epochs` epochs with
     `keras_resnet.training.train` (in `run_dir/retrain`) on `dataset` (a reference, read
-    again with the search's `data` options, or the search's splits); its best.keras
-    becomes the search's."""
+    again as `splits` were, with the search's `data` options; or the splits themselves);
+    its best.keras becomes the search's."""
     train(
         best["spec"],
         dataset,
@@ -342,9 +343,9 @@ def retrain_best(
         optimizer=best["optimizer"],
         learning_rate=best["learning_rate"],
         weight_decay=best["weight_decay"],
-        image_size=data.image_size,
-        channels=data.channels,
-        label_mode=data.label_mode,
+        image_size=splits.image_shape[0],
+        channels=splits.image_shape[-1],
+        label_mode=splits.label_mode,
         data_dir=data.data_dir,
         download=data.download,
         seed=seed,
@@ -374,15 +375,22 @@ def restore_best_trial(kt_tuner: kt.Tuner, trial_id: str, run_dir: Path) -> None
 
 
 def train_command(
-    run_dir: Path, best: dict[str, Any], epochs: int, dataset: Any, data: DataOptions, seed: int
+    run_dir: Path,
+    best: dict[str, Any],
+    epochs: int,
+    splits: DatasetSplits,
+    data: DataOptions,
+    *,
+    dataset: Any,
+    seed: int,
 ) -> str:
     """The `keras-resnet train` command that retrains the best candidate from scratch, on
-    `dataset` (a reference, or splits: named by their name) read with `data`."""
-    name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset.name
+    `dataset` (a reference, or splits: named by their name) read as `splits` were."""
+    name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else splits.name
     parts = [
         f"keras-resnet train --spec {shlex.quote(str(run_dir / BEST_SPEC))}",
         f"--dataset {shlex.quote(name)}",
-        f"--image-size {data.image_size} --channels {data.channels}",
+        f"--image-size {splits.image_shape[0]} --channels {splits.image_shape[-1]}",
         f"--optimizer {best['optimizer']} --lr {best['learning_rate']:.3g}",
         f"--weight-decay {best['weight_decay']:.3g} --batch-size {best['batch_size']}",
         f"--epochs {epochs} --seed {seed}",

@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras_resnet._checks import config_with_overrides, require_tensorflow_backend
 from keras_resnet._io import locked_run_dir, write_json
 from keras_resnet.constants import OBJECTIVES
-from keras_resnet.data import DataOptions, DatasetSplits, load_splits
+from keras_resnet.data import DatasetSplits, load_splits
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
 from keras_resnet.training.tracing import build_training_state
 from keras_resnet.tuning.config import SearchConfig
@@ -183,14 +183,6 @@ class _Search:
         examples = TrialData.from_splits(splits)
         return cls(dataset, config, run_dir, splits, examples, screen, hypermodel, record, started)
 
-    @property
-    def data(self) -> DataOptions:
-        """The data options as the splits were loaded (image size, channels, label mode)."""
-        shape, label_mode = self.splits.image_shape, self.splits.label_mode
-        return dataclasses.replace(
-            self.config.data, image_size=shape[0], channels=shape[-1], label_mode=label_mode
-        )
-
     def check_before_writing(self) -> None:
         """The budgets (with a resumed search's latencies), and a worker's chief."""
         if (self.run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
@@ -280,8 +272,9 @@ class _Search:
             retrain_best(
                 best,
                 self.run_dir,
-                self.dataset,
-                self.data,
+                self.splits,
+                config.data,
+                dataset=self.dataset,
                 seed=config.seed,
                 epochs=config.retrain_epochs,
                 verbose=config.verbose,
@@ -318,9 +311,16 @@ class _Search:
 
     def _closing(self, best: dict[str, Any]) -> dict[str, Any]:
         """summary.json's last fields: the data, the time, the fingerprint, the command."""
-        epochs = self.config.retrain_epochs or int(best.get("epochs") or 1)
+        config = self.config
+        epochs = config.retrain_epochs or int(best.get("epochs") or 1)
         command = train_command(
-            self.run_dir, best, epochs, self.dataset, self.data, self.config.seed
+            self.run_dir,
+            best,
+            epochs,
+            self.splits,
+            config.data,
+            dataset=self.dataset,
+            seed=config.seed,
         )
         return {
             "dataset": self.splits.to_dict(),
