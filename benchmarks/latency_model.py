@@ -98,7 +98,8 @@ def run_target(
         candidate = build_resnet(spec, input_shape=input_shape, classes=classes)
         # The median is what a search measures; the 10th percentile is the statistic the
         # model profiles its parts with (less moved by other jobs on the cores).
-        measured, measured_p10 = target.measure(candidate, ("median_ms", "p10_ms"), runs=runs)
+        timed = target.latency(candidate, runs=runs)
+        measured, measured_p10 = timed["median_ms"], timed["p10_ms"]
         measure_seconds += time.perf_counter() - start
         rows.append(
             {

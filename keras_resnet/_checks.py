@@ -71,7 +71,9 @@ def config_with_overrides(
 
     The one way `train`, `search` and `export_model` take a config object and/or its fields
     as keywords: an unknown keyword is a TypeError (as Python's own), a `config` of another
-    type a ValueError naming `arg`; the result is checked by `cls.__post_init__`.
+    type a ValueError naming `arg`; the result is checked by `cls.__post_init__`. The
+    keywords are the dataclass' fields, or its `KEYWORDS` when it has them (a config made of
+    parts takes their fields too).
     """
     import dataclasses
 
@@ -80,7 +82,8 @@ def config_with_overrides(
         raise ValueError(
             f"`{arg}` must be {article} {cls.__name__}. Received: {arg}={type(config).__name__}"
         )
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+    keywords = getattr(cls, "KEYWORDS", None) or {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - keywords)
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
     if config is None:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import keras_tuner as kt
@@ -33,6 +34,8 @@ from keras_resnet.tuning import (
     search,
 )
 from tests.helpers import run_cli, run_until
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Four candidates on 8x8 digits: width 0.5 (5,074 parameters) or 1.0 (19,354), v1 or v2.
 FOUR = SearchSpace(
@@ -279,6 +282,80 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch
                max_trials=4, max_consecutive_failed_trials=2, **TINY)  # fmt: skip
     assert [r["status"] for r in _rows(tmp_path / "doomed")] == ["failed", "failed"]
     assert not (tmp_path / "doomed" / "best.keras").exists()
+
+
+# tune.json as 7c0b29f wrote it (before SearchConfig was cut into its parts) for these
+# search keywords: a search directory of that version must resume under the same flags.
+EARLIER_TUNE_JSON = {
+    "keras_hyperband.json": dict(space=FOUR, max_params=1_000, image_size=8),
+    "tflite_int8_bayesian.json": dict(
+        space=FOUR, max_params=1_000, image_size=8, tuner="bayesian", objective="val_loss",
+        max_epochs=4, hyperband_factor=4, max_latency_ms=2.5, latency_target="tflite-int8",
+        latency_threads=1, seed=7, augment=False, max_trials=3, retrain_epochs=2,
+    ),
+    "categorical_tflite_fp32.json": dict(
+        max_params=1_000, image_size=12, label_mode="categorical", latency_target="tflite-fp32",
+        tuner="random", base="resnet20",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER_TUNE_JSON))
+def test_a_search_directory_of_an_earlier_version_still_resumes(tmp_path, name):
+    from keras_resnet._io import dumps_json
+    from keras_resnet.tuning.config import SearchConfig
+
+    search_module = sys.modules["keras_resnet.tuning.search"]
+    kwargs = EARLIER_TUNE_JSON[name]
+    earlier = (FIXTURES / "tune_json" / name).read_text()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "tune.json").write_text(earlier)
+    # Past the fingerprint check to the budget check (max_params is below every candidate),
+    # which refuses the search before anything is written; other flags are refused there.
+    with pytest.raises(ValueError, match="below the smallest model in the search space"):
+        search("digits", output_dir=run, verbose=0, **kwargs)
+    with pytest.raises(ValueError, match="differs in: seed"):
+        search("digits", output_dir=run, verbose=0, **{**kwargs, "seed": 99})
+    assert (run / "tune.json").read_text() == earlier
+    # What this version writes there is the same, byte for byte (versions aside).
+    prepared = search_module._Search.prepare("digits", run, SearchConfig(**kwargs), 0.0)
+    assert dumps_json(prepared.record["fingerprint"]) == dumps_json(
+        json.loads(earlier)["fingerprint"]
+    )
+
+
+def test_search_config_is_made_of_its_parts_and_takes_their_keywords():
+    import dataclasses
+
+    from keras_resnet.data import DataOptions
+    from keras_resnet.tuning import BudgetOptions, SearchConfig
+
+    config = SearchConfig(data=DataOptions(image_size=12), channels=1,
+                          budget=BudgetOptions(max_params=5_000), max_params=6_000)  # fmt: skip
+    assert config.data == DataOptions(image_size=12, channels=1)
+    assert config.budget.max_params == config.max_params == 6_000  # keywords on top of a part
+    again = dataclasses.replace(config, seed=3, tuner="random")
+    assert again.tuning.tuner == "random" and again.budget == config.budget
+    # What the fingerprint and the retraining would not carry is refused, not ignored.
+    with pytest.raises(ValueError, match=r"Received: data with augmentation='random-resized-crop'"):
+        SearchConfig(data=DataOptions(augmentation="random-resized-crop"))
+
+
+def test_no_tuning_module_imports_one_that_imports_it_back():
+    """Every import in keras_resnet/tuning/ (function-level and TYPE_CHECKING ones too)."""
+    import ast
+    import graphlib
+
+    package = Path(__file__).resolve().parents[1] / "keras_resnet" / "tuning"
+    modules = {f"keras_resnet.tuning.{p.stem}".removesuffix(".__init__"): p
+               for p in package.glob("*.py")}  # fmt: skip
+    graph = {}
+    for name, path in modules.items():
+        nodes = ast.walk(ast.parse(path.read_text()))
+        graph[name] = {n.module for n in nodes if isinstance(n, ast.ImportFrom)} & set(modules)
+    assert len(graph) > 10 and "keras_resnet.tuning.screen" in graph["keras_resnet.tuning"]
+    graphlib.TopologicalSorter(graph).prepare()  # a CycleError names the cycle
 
 
 # --- bad input -----------------------------------------------------------------
@@ -687,7 +764,7 @@ def test_an_epoch_with_a_nan_loss_counts_as_diverged_whatever_its_val_accuracy()
 
 
 def test_budgets_each_reachable_alone_but_not_together_fail_before_training(monkeypatch):
-    from keras_resnet.tuning.budgets import check_budgets_reachable
+    from keras_resnet.tuning.hypermodel import check_budgets_reachable
 
     # Made-up latencies where the small candidates are the slow ones: width 0.5
     # fits max_params, width 1.0 fits max_latency_ms, none fits both.

@@ -11,22 +11,28 @@ One concern a module:
 - `space`: `SearchSpace` (width multiplier, number of stages, blocks per stage,
   block type, version, stem, optimizer, learning rate, weight decay, batch
   size), its checks and range parsing, and the candidate specs.
-- `hypermodel`: `HyperResNet`, hyperparameters -> spec -> `build_resnet`, and `fit`.
-- `budgets`: `max_params` and `max_latency_ms`, rejected trials, and the check
-  that some candidate meets them before anything trains.
-- `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT),
-  `measure_latency`, `measure_tflite_latency`, `latency_runtime` and `LatencyCache`.
+- `hypermodel`: `HyperResNet`, hyperparameters -> spec -> `build_resnet`, and
+  `fit`; `TrialData`, a trial's training data before its batch size is known.
+- `budgets`: `BudgetOptions` (objective, `max_params`, `max_latency_ms`, the
+  latency target), `Budget` (what is over them, the score of a rejected trial).
+- `screen`: `Screen`, the one object that judges candidates (the budgets, the
+  latency target, cache and model), shared by the hypermodel, the tuner and the results.
+- `latency`: `LatencyTarget` (keras, or a TFLite variant in LiteRT) and its one
+  way to time a model, `measure_latency`, `latency_runtime` and `LatencyCache`.
 - `latency_model`: `LatencyModel`, a candidate's latency predicted from its spec
   (a per-host table of micro-model latencies), so clearly over-budget ones are
   rejected unconverted.
-- `tuners`: keras-tuner's oracles and tuners with the budgets built in, their
-  registry `TUNER_CLASSES` and `make_tuner`.
-- `distributed`: keras-tuner's chief/worker mode (environment, the chief's
-  server, the worker's client with deadlines, tuner-id checks).
-- `search`: `search` and `SearchConfig`; `run_dir`: the run directory's files,
-  locks and fingerprint check; `results`: what a finished search writes,
-  `pareto_front` (two axes, for the plot), `non_dominated` and `pareto_trials`
-  (the front over objective, params and latency), `BEST_RULE`.
+- `tuners`: `TunerOptions`, keras-tuner's oracles and tuners with the budgets
+  built in, their registry `TUNER_CLASSES` and `make_tuner`.
+- `distributed`: `ClusterOptions` and keras-tuner's chief/worker mode
+  (environment, the chief's server, the worker's client with deadlines,
+  tuner-id checks).
+- `config`: `SearchConfig`, made of the parts above and `DataOptions`.
+- `search`: `search`, as a story of check, prepare, run, write; `run_dir`: the
+  run directory's files, locks and fingerprint check; `results`: what a
+  finished search writes, `pareto_front` (two axes, for the plot),
+  `non_dominated` and `pareto_trials` (the front over objective, params and
+  latency), `BEST_RULE`.
 - `_kt_internals`: every keras-tuner internal the package relies on, and why.
 
 See docs/tuning.md.
@@ -41,20 +47,22 @@ from keras_resnet.constants import (
     OBJECTIVES,
     TUNERS,
 )
-from keras_resnet.tuning.distributed import OracleUnreachableError
+from keras_resnet.tuning.budgets import BudgetOptions
+from keras_resnet.tuning.config import SearchConfig
+from keras_resnet.tuning.distributed import ClusterOptions, OracleUnreachableError
 from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.latency import (
     LatencyCache,
     LatencyTarget,
     latency_runtime,
     measure_latency,
-    measure_tflite_latency,
 )
 from keras_resnet.tuning.latency_model import LatencyModel
 from keras_resnet.tuning.results import BEST_RULE, non_dominated, pareto_front, pareto_trials
-from keras_resnet.tuning.search import SearchConfig, search
+from keras_resnet.tuning.screen import Screen
+from keras_resnet.tuning.search import search
 from keras_resnet.tuning.space import DEFAULT_LEARNING_RATES, DEFAULT_WEIGHT_DECAYS, SearchSpace
-from keras_resnet.tuning.tuners import make_tuner
+from keras_resnet.tuning.tuners import TunerOptions, make_tuner
 
 __all__ = [
     "BEST_RULE",
@@ -67,17 +75,20 @@ __all__ = [
     "LATENCY_TARGETS",
     "OBJECTIVES",
     "TUNERS",
+    "BudgetOptions",
+    "ClusterOptions",
     "HyperResNet",
     "LatencyCache",
     "LatencyModel",
     "LatencyTarget",
     "OracleUnreachableError",
+    "Screen",
     "SearchConfig",
     "SearchSpace",
+    "TunerOptions",
     "latency_runtime",
     "make_tuner",
     "measure_latency",
-    "measure_tflite_latency",
     "non_dominated",
     "pareto_front",
     "pareto_trials",

@@ -12,6 +12,7 @@ seconds, at start-up and on every call (keras-tuner's own client waits an hour).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import re
@@ -23,8 +24,8 @@ from typing import Any
 import grpc
 import keras_tuner as kt
 
-from keras_resnet._checks import check_choice, received
-from keras_resnet.constants import ROLES
+from keras_resnet._checks import check_choice, check_positive_number, received
+from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, ROLES
 from keras_resnet.tuning._kt_internals import oracle_chief, protos
 
 TUNER_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -41,6 +42,56 @@ class OracleUnreachableError(kt.errors.FatalRuntimeError):
     A keras-tuner `FatalError`, so keras-tuner's search loop stops on it
     instead of recording the trial as failed and asking the chief again.
     """
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """Where a process stands in a distributed search; checked when made.
+
+    Attributes:
+        role: None (one process), `"chief"` (serves the oracle, trains
+            nothing, writes the outputs when all trials are done) or
+            `"worker"` (trains trials the chief hands out).
+        oracle_address: the chief's `HOST:PORT` (with `role`). A chief listens
+            on loopback addresses only (127.0.0.0/8, ::1, localhost) unless
+            `allow_remote_oracle`.
+        tuner_id: a worker's id, 1-64 characters from `[A-Za-z0-9_-]`, none of
+            keras-tuner's names (`oracle`, `tuner0`, containing `chief`,
+            starting with `trial_`); a worker restarted with the same id reruns
+            the trial it was given.
+        oracle_timeout: seconds a worker waits for the chief to answer, when it
+            starts and on every later call; then it raises
+            `OracleUnreachableError` ("cannot reach the chief at HOST:PORT
+            within N s").
+        allow_remote_oracle: let a chief listen on a non-loopback address.
+            keras-tuner's gRPC oracle has no authentication and no encryption:
+            anyone who reaches the port can read and steer the search.
+
+    Example:
+
+    >>> ClusterOptions("worker", "127.0.0.1:8000", tuner_id="gpu0").is_worker
+    True
+    """
+
+    role: str | None = None
+    oracle_address: str | None = None
+    tuner_id: str | None = None
+    oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT
+    allow_remote_oracle: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_number("oracle_timeout", self.oracle_timeout)
+        check_distributed(
+            self.role, self.oracle_address, self.tuner_id, False, self.allow_remote_oracle
+        )
+
+    @property
+    def is_worker(self) -> bool:
+        return self.role == "worker"
+
+    def environment(self) -> contextlib.AbstractContextManager[None]:
+        """keras-tuner's environment variables for this role (`tuner_environment`)."""
+        return tuner_environment(self.role, self.oracle_address, self.tuner_id)
 
 
 # --- checks and environment -----------------------------------------------------------------

@@ -2,15 +2,16 @@
 
 It has no layer code: `declare_spec` turns a trial's hyperparameters into a
 spec on top of a base spec, `build` hands that spec to the builder, `fit`
-trains it with `keras_resnet.training`'s optimizers and losses unless the
-candidate is over a budget (`keras_resnet.tuning.budgets`).
+trains it with `keras_resnet.training`'s optimizers and losses unless its
+`Screen` (`keras_resnet.tuning.screen`) rejects it. `TrialData` is a trial's
+training data before its batch size is known, prepared once by `search`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,14 +24,14 @@ import tensorflow as tf
 from keras_resnet._checks import check_image_shape, check_positive_int, is_number, received
 from keras_resnet._signals import deferred
 from keras_resnet.builder import build_resnet
-from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, OBJECTIVES
+from keras_resnet.constants import DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY
+from keras_resnet.data import DatasetSplits
 from keras_resnet.spec import ResNetSpec, resolve_spec
 from keras_resnet.training import TrainConfig, make_loss, make_optimizer
 from keras_resnet.training.callbacks import StopOnSignal
 from keras_resnet.training.tracing import build_training_state
-from keras_resnet.tuning.budgets import Budget, corner_specs
-from keras_resnet.tuning.latency import LatencyCache, LatencyTarget
-from keras_resnet.tuning.latency_model import LatencyModel
+from keras_resnet.tuning.budgets import BudgetOptions, corner_specs
+from keras_resnet.tuning.screen import Screen
 from keras_resnet.tuning.space import (
     PARTS,
     SearchSpace,
@@ -39,8 +40,7 @@ from keras_resnet.tuning.space import (
     stage_template,
 )
 
-METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
-"""What `HyperResNet.fit` reports of the epoch best for the objective."""
+_BUDGET_KEYWORDS = frozenset(f.name for f in dataclasses.fields(BudgetOptions)) | {"latency_cache"}
 
 
 class HyperResNet(kt.HyperModel):
@@ -52,22 +52,14 @@ class HyperResNet(kt.HyperModel):
         base: the spec the defaults derive from (name, spec or dict). Default:
             `resnet20` for images under 64 px, else `resnet18`.
         space: a `SearchSpace` (default `SearchSpace()`).
-        objective: `"val_accuracy"` or `"val_loss"`; `fit` reports the epoch
-            that is best for it.
-        max_params: parameter budget (classifier included).
-        max_latency_ms: batch-1 latency budget in ms on `latency_target`.
-        latency_target: what latency is measured on (`keras_resnet.constants.
-            LATENCY_TARGETS`): `"keras"` (default, a `tf.function`) or a TFLite
-            variant in LiteRT (`"tflite-int8"`, ...); or a `LatencyTarget`.
-        latency_threads: LiteRT's threads for a tflite target (default: every core).
-        label_mode: `"int"` or `"categorical"` for the loss `build` compiles
-            with; `fit` picks it from the data it gets.
-        latency_cache: a `LatencyCache` or a JSON file path.
-        latency_model: with a latency budget, predict each candidate's latency
-            from its spec (`keras_resnet.tuning.latency_model`) before measuring
-            it, and reject one predicted clearly over the budget (by more than
-            the model's margin) unconverted and unbuilt; `search` turns it on.
-            Candidates near or under the budget are still measured.
+        screen: the `Screen` that judges candidates (budgets, latency target,
+            cache and model), as `search` shares it; or, instead, `**budget`.
+        label_mode: `"int"` (default) or `"categorical"`: the loss `build`
+            compiles with; `fit` compiles with its data's.
+        **budget: `BudgetOptions`' fields (`objective`, `max_params`,
+            `max_latency_ms`, `latency_target`, `latency_threads`, and
+            `latency_model`, off by default here) and `latency_cache` (a
+            `LatencyCache` or a JSON file path): the screen made for you.
 
     Over-budget candidates are never trained: `fit` returns their size and
     latency with `rejected=1` and the score of a useless model, whichever
@@ -91,26 +83,17 @@ class HyperResNet(kt.HyperModel):
         base: ResNetSpec | str | dict | None = None,
         *,
         space: SearchSpace | None = None,
-        objective: str = "val_accuracy",
-        max_params: int | None = None,
-        max_latency_ms: float | None = None,
-        latency_target: LatencyTarget | str = "keras",
-        latency_threads: int | None = None,
+        screen: Screen | None = None,
         label_mode: str | None = None,
-        latency_cache: LatencyCache | str | os.PathLike | None = None,
-        latency_model: bool = False,
         name: str | None = "HyperResNet",
         tunable: bool = True,
+        **budget: Any,
     ):
         super().__init__(name=name, tunable=tunable)
-        input_shape = check_image_shape("input_shape", input_shape)
+        self.input_shape = check_image_shape("input_shape", input_shape)
         check_positive_int("classes", classes)
-        self.budget = Budget(objective, int(classes), max_params, max_latency_ms)
-        self.latency_target = (
-            latency_target
-            if isinstance(latency_target, LatencyTarget)
-            else LatencyTarget(latency_target, latency_threads)
-        )
+        self.classes = int(classes)
+        self.screen = _screen(screen, budget, self.input_shape, self.classes)
         if label_mode not in (None, "int", "categorical"):
             raise ValueError(
                 "`label_mode` must be None, 'int' or 'categorical'. "
@@ -118,96 +101,31 @@ class HyperResNet(kt.HyperModel):
             )
         if space is not None and not isinstance(space, SearchSpace):
             raise ValueError(f"`space` must be a SearchSpace. {received('space', space)}")
-        self.input_shape = input_shape
-        self.classes = int(classes)
         self.base = resolve_spec(default_base(min(self.input_shape[:2])) if base is None else base)
         self.space = (space or SearchSpace()).resolve(self.base, self.input_shape)
         self.label_mode = label_mode or "int"
-        self.latency_cache = (
-            latency_cache
-            if isinstance(latency_cache, LatencyCache)
-            else LatencyCache(latency_cache)
-        )
-        if not isinstance(latency_model, bool):
-            raise ValueError(
-                f"`latency_model` must be a bool. {received('latency_model', latency_model)}"
-            )
-        # Only a latency budget has use for predictions (none: the behaviour before #19).
-        self.latency_model = (
-            LatencyModel(self.latency_target, self.input_shape, self.classes)
-            if latency_model and max_latency_ms is not None
-            else None
-        )
-        self._example_counts: dict[int, tuple[Any, int | None]] = {}
+        # The screen's, under the names earlier versions gave them.
+        self.latency_model, self.penalty = self.screen.model, self.screen.budget.penalty
 
     # hyperparameters -> spec ----------------------------------------------
 
     def declare_spec(self, hp: kt.HyperParameters) -> ResNetSpec:
         """The candidate's spec; declares the architecture hyperparameters in `hp`."""
-        s = self.space
-        width = _choice(hp, "width", s.widths, self.base.width)
-        low, high = s.num_stages
-        num_stages = low
-        if low < high:
-            default = _clip(len(self.base.stages), low, high)
-            num_stages = hp.Int("num_stages", low, high, default=default)
-        blocks = []
-        for i in range(high):
-            default = stage_template(self.base, i).blocks
-            if s.blocks is None or s.blocks[0] == s.blocks[1]:
-                value = default if s.blocks is None else s.blocks[0]
-            elif i < low:
-                value = hp.Int(f"conv{i + 2}_blocks", *s.blocks, default=_clip(default, *s.blocks))
-            else:
-                # Only the stages a candidate has are tuned (keras-tuner's conditional scopes).
-                with hp.conditional_scope("num_stages", list(range(i + 1, high + 1))):
-                    value = hp.Int(
-                        f"conv{i + 2}_blocks", *s.blocks, default=_clip(default, *s.blocks)
-                    )
-            blocks.append(value)
-        block = _choice(hp, "block", s.block_types, self.base.block)
-        return self.make_spec(
+        s, base = self.space, self.base
+        width = _choice(hp, "width", s.widths, base.width)
+        blocks = _declare_blocks(hp, s, base)
+        block = _choice(hp, "block", s.block_types, base.block)
+        return candidate_spec(
+            base,
             width=width,
-            blocks=blocks[:num_stages],
+            blocks=blocks,
             block=block,
-            version=_choice(hp, "version", s.versions, self.base.version),
-            stem=_choice(hp, "stem", s.stems, self.base.stem),
-            **self._declare_parts(hp, block),
+            version=_choice(hp, "version", s.versions, base.version),
+            stem=_choice(hp, "stem", s.stems, base.stem),
+            **_declare_parts(hp, s, base, block),
         )
-
-    def _declare_parts(self, hp: kt.HyperParameters, block: str) -> dict[str, Any]:
-        """The family's optional parts the space switches on (none by default)."""
-        parts = {}
-        for name, (field, *_) in PARTS.items():
-            values = getattr(self.space, name)
-            if not values:
-                continue
-            default = getattr(self.base, field)
-            if name == "groups" and len(self.space.block_types) > 1:
-                # Groups exist in bottleneck candidates only (keras-tuner's conditional scopes).
-                with hp.conditional_scope("block", ["bottleneck"]):
-                    value = _choice(hp, field, values, default)
-                parts[field] = value if block == "bottleneck" else 1
-            else:
-                parts[field] = _choice(hp, field, values, default)
-        return parts
 
     spec = declare_spec  # its former name, which tests/test_tuning.py still calls
-
-    def make_spec(
-        self,
-        *,
-        width: float,
-        blocks: Sequence[int],
-        block: str,
-        version: str,
-        stem: str,
-        **parts: Any,
-    ) -> ResNetSpec:
-        """The spec for explicit choices (`len(blocks)` stages) on top of the base spec."""
-        return candidate_spec(
-            self.base, width=width, blocks=blocks, block=block, version=version, stem=stem, **parts
-        )
 
     def training_hyperparameters(self, hp: kt.HyperParameters) -> dict[str, Any]:
         """Optimizer, learning rate, weight decay and batch size of the candidate.
@@ -218,27 +136,10 @@ class HyperResNet(kt.HyperModel):
         """
         s = self.space
         optimizer = _choice(hp, "optimizer", s.optimizers, s.optimizers[0])
-        several = len(s.optimizers) > 1
         chosen: dict[str, float] = {}
-        for opt in s.optimizers:
-            suffix = f"_{opt}" if several else ""
-            scope = (
-                hp.conditional_scope("optimizer", [opt]) if several else contextlib.nullcontext()
-            )
-            with scope:
-                for name, ranges, usual in (
-                    ("learning_rate", s.learning_rate, DEFAULT_LEARNING_RATE),
-                    ("weight_decay", s.weight_decay, DEFAULT_WEIGHT_DECAY),
-                ):
-                    low, high = ranges[opt]
-                    value = low
-                    if low < high:
-                        default = min(max(usual[opt], low), high)
-                        value = hp.Float(
-                            f"{name}{suffix}", low, high, sampling="log", default=default
-                        )
-                    if opt == optimizer:
-                        chosen[name] = value
+        for opt in s.optimizers:  # every optimizer's, declared; the chosen one's, used
+            values = _declare_optimizer(hp, s, opt)
+            chosen = values if opt == optimizer else chosen
         batch_size = _choice(hp, "batch_size", s.batch_sizes, 64)
         return {"optimizer": optimizer, "batch_size": batch_size, **chosen}
 
@@ -249,54 +150,17 @@ class HyperResNet(kt.HyperModel):
 
     def count_params(self, hp: kt.HyperParameters) -> int:
         """Exact parameters of the candidate, without building it."""
-        return self.spec_params(self.declare_spec(hp))
+        return self.screen.params(self.declare_spec(hp))
 
-    def spec_params(self, spec: ResNetSpec) -> int:
-        """Exact parameters of `spec` for this input and these classes, without building it."""
-        return spec.count_params(channels=self.input_shape[-1], classes=self.classes)
-
-    # budgets (the rules live in keras_resnet.tuning.budgets) --------------------
-
-    objective = property(lambda self: self.budget.objective)
-    max_params = property(lambda self: self.budget.max_params)
-    max_latency_ms = property(lambda self: self.budget.max_latency_ms)
-    penalty = property(lambda self: self.budget.penalty, doc="See `Budget.penalty`.")
-
-    def budget_violation(self, params: int | None, latency_ms: float | None) -> str | None:
-        """Why a candidate is over budget, or None."""
-        return self.budget.violation(params, latency_ms)
-
-    def rejected_result(self, params: int, latency_ms: float | None) -> dict[str, float]:
-        """What a trial over budget reports to the oracle (it was not trained)."""
-        return self.budget.rejected_result(params, latency_ms)
-
-    def corner_specs(self) -> list[ResNetSpec]:
-        """The smallest candidate of every discrete choice (min blocks): budget pre-checks."""
-        return corner_specs(self.space, self.base)
-
+    # The screen's latencies, as earlier versions had them.
     def cached_latency(self, spec: ResNetSpec) -> float | None:
-        """The candidate's latency if already measured (no build), else None."""
-        key = LatencyCache.key(spec, self.input_shape, self.classes, self.latency_target)
-        return self.latency_cache.get(key)
-
-    def predicted_latency(self, spec: ResNetSpec) -> float | None:
-        """The latency model's prediction in ms (None without a model or a latency budget)."""
-        return None if self.latency_model is None else self.latency_model.predict(spec)
-
-    def predicted_rejection(self, spec: ResNetSpec, params: int) -> dict[str, float] | None:
-        """The result of a candidate predicted clearly over the latency budget (rejected
-        before any conversion or build), else None."""
-        predicted = self.predicted_latency(spec)
-        if predicted is None or not self.latency_model.clearly_over(predicted, self.max_latency_ms):
-            return None
-        result = self.budget.rejected_result(params, predicted)
-        return {**result, "latency_predicted": 1.0, "predicted_latency_ms": predicted}
+        return self.screen.cached_latency(spec)
 
     def latency_ms(self, spec: ResNetSpec, model: keras.Model | None = None) -> float:
-        """Batch-1 latency on the target (measured once per spec and target, then cached)."""
-        return self.latency_cache.measure(
-            spec, self.input_shape, self.classes, model, self.latency_target
-        )
+        return self.screen.latency_ms(spec, model)
+
+    def predicted_latency(self, spec: ResNetSpec) -> float | None:
+        return self.screen.predicted_latency(spec)
 
     # build and fit ------------------------------------------------------------
 
@@ -308,19 +172,13 @@ class HyperResNet(kt.HyperModel):
         """
         spec = self.declare_spec(hp)
         model = build_resnet(spec, input_shape=self.input_shape, classes=self.classes)
-        train_hp = self.training_hyperparameters(hp)
-        config = _train_config(train_hp, epochs=1, schedule="constant")
-        model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch=1),
-            loss=make_loss(self.label_mode),
-            metrics=["accuracy"],
-        )
+        _compile(model, self.training_hyperparameters(hp), self.label_mode)
         return model
 
     def fit(
         self,
         hp: kt.HyperParameters,
-        model: keras.Model,
+        model: keras.Model | None,
         x: Any = None,
         y: Any = None,
         *,
@@ -328,56 +186,39 @@ class HyperResNet(kt.HyperModel):
         epochs: int = 1,
         initial_epoch: int = 0,
         callbacks: list | None = None,
-        verbose: int | str = 0,
         **kwargs: Any,
     ) -> dict[str, float]:
-        """Trains the candidate unless it is over budget; returns its metrics.
+        """Trains the candidate unless its screen rejects it; returns its metrics.
 
         Args:
             hp: the trial's hyperparameters.
             model: the model `build(hp)` returned (weights may be loaded by Hyperband).
-            x, y: as in `keras.Model.fit`: arrays, or a `tf.data.Dataset` of
-                batched or unbatched `(image, label)` pairs. A dataset is
-                rebatched to the trial's batch size.
+            x, y: `TrialData`, or as in `keras.Model.fit`: arrays, or a
+                `tf.data.Dataset` of batched or unbatched `(image, label)` pairs
+                (rebatched to the trial's batch size).
             validation_data: needed: the objective is a validation metric.
-            epochs, initial_epoch, callbacks, verbose, **kwargs: as in `Model.fit`.
+            epochs, initial_epoch, callbacks, **kwargs: as in `Model.fit`
+                (`verbose` defaults to 0).
 
         Returns:
             The metrics of the epoch best for the objective, plus `params`,
             `latency_ms`, `epochs` (total trained) and `rejected` (0 or 1).
         """
-        spec = self.declare_spec(hp)
-        params = self.spec_params(spec)
-        reason = self.budget.violation(params, None)
-        predicted = None
-        if not reason and self.cached_latency(spec) is None:
-            screened = self.predicted_rejection(spec, params)
-            if screened is not None:
-                return screened
-            predicted = self.predicted_latency(spec)
-        latency = None if reason else self.latency_ms(spec, model)
-        if reason or self.budget.violation(params, latency):
-            return _with_prediction(self.budget.rejected_result(params, latency), predicted)
+        screening = self.screen.before_training(self.declare_spec(hp), model)
+        if screening.rejected is not None:
+            return screening.rejected
         if validation_data is None:
             raise ValueError(
-                f"`validation_data` is needed: the objective is {self.objective!r}. "
-                "Received: validation_data=None"
+                f"`validation_data` is needed: the objective is "
+                f"{self.screen.budget.objective!r}. Received: validation_data=None"
             )
         train_hp = self.training_hyperparameters(hp)
-        x, fit_kwargs, examples, label_shape = self._batched(x, y, train_hp["batch_size"])
-        self.label_mode = _label_mode(label_shape, self.classes)
-        steps = math.ceil(examples / train_hp["batch_size"]) if examples else None
-        config = _train_config(
-            train_hp,
-            epochs=max(1, epochs - initial_epoch),
-            schedule="cosine" if steps else "constant",
-        )
-        model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch=steps or 1),
-            loss=make_loss(self.label_mode),
-            metrics=["accuracy"],
-        )
+        data = trial_data(x, y, self.input_shape, self.classes)
+        x, fit_kwargs = data.batched(train_hp["batch_size"])
+        steps = data.steps(train_hp["batch_size"])
+        _compile(model, train_hp, data.label_mode, max(1, epochs - initial_epoch), steps)
         build_training_state(model, x, fit_kwargs.get("y"))
+        callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN(), StopOnSignal()]
         # A signal stops fit between two steps, after keras-tuner's checkpoint of the epoch.
         with warnings.catch_warnings(), deferred():
             # A rebatched dataset has no known size until its first epoch ends, which
@@ -388,81 +229,158 @@ class HyperResNet(kt.HyperModel):
                 validation_data=validation_data,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
-                callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN(), StopOnSignal()],
-                verbose=verbose,
-                **{**kwargs, **fit_kwargs},
+                callbacks=callbacks,
+                **{"verbose": 0, **kwargs, **fit_kwargs},
             )
-        return _with_prediction(
-            self._best_epoch(history.history, params, latency, initial_epoch), predicted
-        )
-
-    def _batched(
-        self, x: Any, y: Any, batch_size: int
-    ) -> tuple[Any, dict[str, Any], int | None, Sequence[int | None]]:
-        """`fit`'s data at the trial's batch size: (x, fit keywords, examples, label shape)."""
-        if isinstance(x, tf.data.Dataset):
-            examples = self._count_examples(x)
-            labels = x.element_spec[1]
-            batched = len(x.element_spec[0].shape) == len(self.input_shape) + 1
-            x = (x.unbatch() if batched else x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-            label_shape = labels.shape[1:] if batched else labels.shape
-            return x, {"shuffle": False}, examples, label_shape  # a dataset shuffles itself
-        return x, {"y": y, "batch_size": batch_size}, len(x), np.shape(y)[1:]
+        params, latency = screening.params, screening.latency_ms
+        return screening.report(self._best_epoch(history.history, params, latency, initial_epoch))
 
     def _best_epoch(
         self, history: dict[str, list], params: int, latency: float, initial_epoch: int
     ) -> dict[str, float]:
-        scores = np.array(history.get(self.objective, []), dtype=float)
-        if not scores.size:
-            raise ValueError(
-                f"Training reported no {self.objective!r}; it needs validation data. "
-                f"Received: metrics={sorted(history)}"
+        return self.screen.budget.trained_result(history, params, latency, initial_epoch)
+
+
+def check_budgets_reachable(hypermodel: HyperResNet) -> None:
+    """Budgets no candidate of the hypermodel's space can meet, alone or together, are an
+    error before any training (`Screen.check_reachable` on the space's corners)."""
+    corners = corner_specs(hypermodel.space, hypermodel.base)
+    hypermodel.screen.check_reachable(corners, hypermodel.latency_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialData:
+    """A trial's training data before its batch size is known.
+
+    `search` prepares it once from its splits (`from_splits`); `HyperResNet.fit`
+    makes one from `keras.Model.fit`'s arguments otherwise (`trial_data`).
+
+    Attributes:
+        x: an unbatched `tf.data.Dataset` of (image, label) pairs, or images.
+        y: the labels of an array `x`; None for a dataset.
+        examples: how many there are (for the learning-rate schedule), or None.
+        label_mode: `"int"` or `"categorical"`, from the labels' shape.
+    """
+
+    x: Any
+    y: Any
+    examples: int | None
+    label_mode: str
+
+    @classmethod
+    def from_splits(cls, splits: DatasetSplits) -> TrialData:
+        """The training split, unbatched, with its known size and label mode."""
+        count = splits.sizes["train"]
+        x = splits.train.unbatch().apply(tf.data.experimental.assert_cardinality(count))
+        return cls(x, None, count, splits.label_mode)
+
+    def batched(self, batch_size: int) -> tuple[Any, dict[str, Any]]:
+        """`Model.fit`'s data at `batch_size`: (x, its fit keywords)."""
+        if isinstance(self.x, tf.data.Dataset):
+            batches = self.x.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            return batches, {"shuffle": False}  # a dataset shuffles itself
+        return self.x, {"y": self.y, "batch_size": batch_size}
+
+    def steps(self, batch_size: int) -> int | None:
+        """Steps per epoch at `batch_size`, or None when the size is unknown."""
+        return math.ceil(self.examples / batch_size) if self.examples else None
+
+
+def trial_data(x: Any, y: Any, input_shape: Sequence[int], classes: int) -> TrialData:
+    """`fit`'s `x` and `y` as `TrialData` (as they are, if `x` is one already).
+
+    A dataset's size comes from its cardinality and, when batched, its first
+    batch: a short last batch makes this at most one step long, which a cosine
+    schedule does not notice.
+    """
+    if isinstance(x, TrialData):
+        return x
+    if not isinstance(x, tf.data.Dataset):
+        return TrialData(x, y, len(x), _label_mode(np.shape(y)[1:], classes))
+    batched = len(x.element_spec[0].shape) == len(input_shape) + 1
+    cardinality, examples = int(x.cardinality()), None
+    if cardinality > 0:
+        examples = cardinality * (int(next(iter(x.take(1)))[0].shape[0]) if batched else 1)
+    labels = x.element_spec[1].shape
+    label_mode = _label_mode(labels[1:] if batched else labels, classes)
+    return TrialData(x.unbatch() if batched else x, None, examples, label_mode)
+
+
+def _screen(screen: Screen | None, budget: dict[str, Any], shape: tuple, classes: int) -> Screen:
+    """The hypermodel's screen: the one given (for these images), or one made from `budget`."""
+    unknown = sorted(set(budget) - _BUDGET_KEYWORDS)
+    if unknown:
+        raise TypeError(f"HyperResNet() got an unexpected keyword argument {unknown[0]!r}")
+    if screen is None:
+        options = {k: v for k, v in budget.items() if k != "latency_cache"}
+        options = BudgetOptions(**{"latency_model": False, **options})
+        return Screen(options, shape, classes, budget.get("latency_cache"))
+    if budget or (screen.input_shape, screen.classes) != (shape, classes):
+        raise ValueError(
+            "`screen` must be a Screen for these images and classes, given without budget "
+            f"keywords. Received: screen for {screen.input_shape} and {screen.classes} "
+            f"classes, {sorted(budget)}"
+        )
+    return screen
+
+
+def _declare_blocks(hp: kt.HyperParameters, s: SearchSpace, base: ResNetSpec) -> list[int]:
+    """The number of stages and the blocks of each stage present."""
+    low, high = s.num_stages
+    num_stages = low
+    if low < high:
+        num_stages = hp.Int("num_stages", low, high, default=_clip(len(base.stages), low, high))
+    blocks = []
+    for i in range(high):
+        default = stage_template(base, i).blocks
+        if s.blocks is None or s.blocks[0] == s.blocks[1]:
+            value = default if s.blocks is None else s.blocks[0]
+        else:
+            # Only the stages a candidate has are tuned (keras-tuner's conditional scopes).
+            scope = (
+                contextlib.nullcontext()
+                if i < low
+                else hp.conditional_scope("num_stages", list(range(i + 1, high + 1)))
             )
-        result = {"params": float(params), "latency_ms": latency, "rejected": 0.0}
-        result["epochs"] = float(initial_epoch + len(scores))
-        # An epoch whose training loss is NaN or infinite diverged (TerminateOnNaN
-        # stopped it), whatever its validation accuracy says: Keras still validates
-        # the NaN weights, and their accuracy (about chance) is a number.
-        losses = np.array(history.get("loss", []), dtype=float)
-        if losses.size == scores.size:
-            scores = np.where(np.isfinite(losses), scores, np.nan)
-        if np.isnan(scores).all():
-            # Diverged: a result, not a crash.
-            result.update({self.objective: self.penalty, "diverged": 1.0})
-            return result
-        pick = np.nanargmax if OBJECTIVES[self.objective] == "max" else np.nanargmin
-        best = int(pick(scores))
-        for name in METRICS:
-            values = history.get(name, [])
-            if best < len(values) and np.isfinite(values[best]):
-                result[name] = float(values[best])
-        return result
-
-    def _count_examples(self, ds: tf.data.Dataset) -> int | None:
-        """Examples in a dataset (for the schedule), from its cardinality and first batch.
-
-        The first batch gives the batch size; a short last batch makes this
-        at most one step long, which a cosine schedule does not notice.
-        """
-        key = id(ds)
-        if key not in self._example_counts:
-            cardinality = int(ds.cardinality())
-            count = None
-            if cardinality > 0:
-                if len(ds.element_spec[0].shape) == len(self.input_shape) + 1:
-                    first = next(iter(ds.take(1)))[0]
-                    count = cardinality * int(first.shape[0])
-                else:
-                    count = cardinality
-            self._example_counts[key] = (ds, count)  # keeps ds alive, so its id stays unique
-        return self._example_counts[key][1]
+            with scope:
+                value = hp.Int(f"conv{i + 2}_blocks", *s.blocks, default=_clip(default, *s.blocks))
+        blocks.append(value)
+    return blocks[:num_stages]
 
 
-def _with_prediction(result: dict[str, float], predicted: float | None) -> dict[str, float]:
-    """A measured trial's result with the latency model's prediction beside it, if any."""
-    if predicted is None:
-        return result
-    return {**result, "latency_predicted": 0.0, "predicted_latency_ms": predicted}
+def _declare_parts(
+    hp: kt.HyperParameters, s: SearchSpace, base: ResNetSpec, block: str
+) -> dict[str, Any]:
+    """The family's optional parts the space switches on (none by default)."""
+    parts = {}
+    for name, (field, *_) in PARTS.items():
+        values = getattr(s, name)
+        if not values:
+            continue
+        default = getattr(base, field)
+        if name == "groups" and len(s.block_types) > 1:
+            # Groups exist in bottleneck candidates only (keras-tuner's conditional scopes).
+            with hp.conditional_scope("block", ["bottleneck"]):
+                value = _choice(hp, field, values, default)
+            parts[field] = value if block == "bottleneck" else 1
+        else:
+            parts[field] = _choice(hp, field, values, default)
+    return parts
+
+
+def _declare_optimizer(hp: kt.HyperParameters, s: SearchSpace, opt: str) -> dict[str, float]:
+    """`opt`'s learning rate and weight decay; with several optimizers, its own
+    (`learning_rate_<opt>`, ...), active only when it is the one chosen."""
+    several = len(s.optimizers) > 1
+    suffix = f"_{opt}" if several else ""
+    with hp.conditional_scope("optimizer", [opt]) if several else contextlib.nullcontext():
+        learning_rate = _log_float(
+            hp, f"learning_rate{suffix}", s.learning_rate[opt], DEFAULT_LEARNING_RATE[opt]
+        )
+        weight_decay = _log_float(
+            hp, f"weight_decay{suffix}", s.weight_decay[opt], DEFAULT_WEIGHT_DECAY[opt]
+        )
+    return {"learning_rate": learning_rate, "weight_decay": weight_decay}
 
 
 def _choice(hp: kt.HyperParameters, name: str, values: Sequence[Any], default: Any) -> Any:
@@ -470,6 +388,14 @@ def _choice(hp: kt.HyperParameters, name: str, values: Sequence[Any], default: A
         return values[0]
     default = min(values, key=lambda v: (v != default, abs(_rank(v) - _rank(default))))
     return hp.Choice(name, list(values), default=default)
+
+
+def _log_float(hp: kt.HyperParameters, name: str, bounds: tuple, usual: float) -> float:
+    """A log-sampled float hyperparameter (default: `usual`, clipped), or a fixed value."""
+    low, high = bounds
+    if low >= high:
+        return low
+    return hp.Float(name, low, high, sampling="log", default=min(max(usual, low), high))
 
 
 def _rank(value: Any) -> float:
@@ -493,13 +419,26 @@ def _label_mode(label_shape: Sequence[int | None], classes: int) -> str:
     )
 
 
-def _train_config(train_hp: dict[str, Any], *, epochs: int, schedule: str) -> TrainConfig:
-    return TrainConfig(
+def _compile(
+    model: keras.Model,
+    train_hp: dict[str, Any],
+    label_mode: str,
+    epochs: int = 1,
+    steps: int | None = None,
+) -> None:
+    """Compiles `model` with the trial's optimizer: a cosine schedule over `epochs` of
+    `steps`, or a constant learning rate when the steps are unknown."""
+    config = TrainConfig(
         epochs=epochs,
         batch_size=train_hp["batch_size"],
         optimizer=train_hp["optimizer"],
         learning_rate=train_hp["learning_rate"],
         weight_decay=train_hp["weight_decay"],
-        schedule=schedule,
+        schedule="cosine" if steps else "constant",
         warmup_epochs=0,
+    )
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch=steps or 1),
+        loss=make_loss(label_mode),
+        metrics=["accuracy"],
     )

@@ -6,8 +6,12 @@ runtime, a `tf.function` on this machine (see `latency_runtime`); or the
 candidate, with its random initial weights, converted to a TFLite variant
 (`tflite-fp32`, `tflite-fp16`, `tflite-int8`, the latter calibrated on random
 images) and timed in the LiteRT interpreter at a stated thread count, as the
-shipped artifact runs. `LatencyCache` keeps measurements by spec, input
-shape, classes, target (and threads), runtime and host, in memory and in
+shipped artifact runs. One way to time a model on a target:
+`LatencyTarget.latency` (every statistic of one timing, a dict as
+`keras_resnet.timing.latency` and `keras_resnet.export.tflite_latency` return)
+and `LatencyTarget.measure` (one statistic in ms, a float; `measure_latency` is
+the keras target's). `LatencyCache` keeps measurements by spec, input shape,
+classes, target (and threads), runtime and host, in memory and in
 `latency_cache.json`, so a candidate is measured (and converted) once per host.
 """
 
@@ -61,7 +65,8 @@ def measure_latency(
     model: keras.Model, runs: int = 30, max_seconds: float = 2.0, statistic: str = "median_ms"
 ) -> float:
     """Median batch-1 inference time of `model` in milliseconds (or another `statistic`
-    of `keras_resnet.timing.latency`'s result, e.g. `"p10_ms"`).
+    of `keras_resnet.timing.latency`'s result, e.g. `"p10_ms"`): the keras target's
+    measurement, `LatencyTarget().measure(model)`.
 
     The model runs as a traced `tf.function` in inference mode, timed by
     `keras_resnet.timing.latency` (warm-up untimed; samples sized by time; at
@@ -73,43 +78,29 @@ def measure_latency(
     >>> measure_latency(model)  # doctest: +SKIP
     1.96
     """
+    return _keras_latency(model, runs, max_seconds)[statistic]
+
+
+def _keras_latency(model: keras.Model, runs: int, max_seconds: float = 2.0) -> dict[str, Any]:
+    """`keras_resnet.timing.latency` of `model` as a traced `tf.function`, batch 1."""
     x = tf.zeros((1, *model.input_shape[1:]), dtype=model.inputs[0].dtype)
     infer = tf.function(lambda t: model(t, training=False))
-    result = latency(lambda: infer(x).numpy(), samples=runs, max_seconds=max_seconds)
-    return result[statistic]
+    return latency(lambda: infer(x).numpy(), samples=runs, max_seconds=max_seconds)
 
 
-def measure_tflite_latency(
-    model: keras.Model,
-    variant: str,
-    *,
-    threads: int = 1,
-    runs: int = 30,
-    statistic: str | tuple[str, ...] = "median_ms",
-) -> float | tuple[float, ...]:
-    """Median batch-1 time in ms of `model` converted to a TFLite `variant`, in LiteRT
-    (or another `statistic` of `tflite_latency`'s result, e.g. `"p10_ms"`; a tuple of
-    names: each, from the one timing).
+def _tflite_latency(model: keras.Model, variant: str, threads: int, runs: int) -> dict[str, Any]:
+    """`keras_resnet.export.tflite_latency` of `model` converted to a TFLite `variant`.
 
     The conversion is `keras_resnet.export.convert_tflite` (int8: calibrated
-    on `CALIBRATION_IMAGES` random images in [0, 1)); the timing is
-    `keras_resnet.export.tflite_latency` with `threads` interpreter threads.
-
-    Example:
-
-    >>> model = build_resnet(get_spec("resnet20"), input_shape=(16, 16, 1), classes=10)
-    >>> measure_tflite_latency(model, "int8", threads=1)  # doctest: +SKIP
-    0.05
+    on `CALIBRATION_IMAGES` random images in [0, 1)), timed with `threads`
+    interpreter threads.
     """
     representative = None
     if variant == "int8":
         shape = (CALIBRATION_IMAGES, *model.input_shape[1:])
         representative = np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
     flatbuffer = convert_tflite(model, variant, representative)
-    result = tflite_latency(flatbuffer, runs=runs, num_threads=threads)
-    if isinstance(statistic, tuple):
-        return tuple(result[name] for name in statistic)
-    return result[statistic]
+    return tflite_latency(flatbuffer, runs=runs, num_threads=threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,22 +173,18 @@ class LatencyTarget:
         chosen = {} if self.auto_reason is None else {"auto": self.auto_reason}
         return {"name": self.name, "threads": self.num_threads, "runtime": self.runtime(), **chosen}
 
-    def measure(
-        self,
-        model: keras.Model,
-        statistic: str | tuple[str, ...] = "median_ms",
-        runs: int = 30,
-    ) -> float | tuple[float, ...]:
-        """`model`'s median batch-1 latency in ms on this target, from `runs` samples (or
-        another `statistic` of the timing, e.g. `"p10_ms"`; a tuple of names: each, from
-        one conversion and timing)."""
+    def latency(self, model: keras.Model, runs: int = 30) -> dict[str, Any]:
+        """Every statistic of one batch-1 timing of `model` on this target (converted
+        first for a tflite target), as `keras_resnet.timing.latency` returns them
+        (`median_ms`, `p10_ms`, ...), from at most `runs` samples."""
         if self.variant is None:
-            if isinstance(statistic, tuple):
-                return tuple(measure_latency(model, runs, statistic=name) for name in statistic)
-            return measure_latency(model, runs, statistic=statistic)
-        return measure_tflite_latency(
-            model, self.variant, threads=self.num_threads, runs=runs, statistic=statistic
-        )
+            return _keras_latency(model, runs)
+        return _tflite_latency(model, self.variant, self.num_threads, runs)
+
+    def measure(self, model: keras.Model, statistic: str = "median_ms", runs: int = 30) -> float:
+        """`model`'s median batch-1 latency in ms on this target (or another `statistic`
+        of `latency`'s, e.g. `"p10_ms"`)."""
+        return self.latency(model, runs)[statistic]
 
 
 KERAS_TARGET = LatencyTarget()

@@ -1,6 +1,7 @@
 """What a finished search writes: trials.csv, the Pareto front over (objective, params,
-latency) and its plot, the best model (its trial's weights, or retrained), summary.json
-and the top table."""
+latency) and its plot, the best model (its trial's weights, or retrained), summary.json's
+parts and the top table. Each function takes what it reads: the rows, the `Screen`, the
+data options; `keras_resnet.tuning.search` puts them together."""
 
 from __future__ import annotations
 
@@ -10,22 +11,20 @@ import math
 import os
 import shlex
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import keras_tuner as kt
 
-from keras_resnet._io import atomic_path, write_json, write_text_atomic
+from keras_resnet._io import atomic_path, write_text_atomic
 from keras_resnet.constants import OBJECTIVES
-from keras_resnet.data import DatasetSplits
+from keras_resnet.data import DataOptions, DatasetSplits
 from keras_resnet.spec import ResNetSpec
 from keras_resnet.training import train
-from keras_resnet.training.tracing import build_training_state
-from keras_resnet.tuning.budgets import Budget
-from keras_resnet.tuning.hypermodel import METRICS, HyperResNet
+from keras_resnet.tuning.budgets import EPOCH_METRICS, Budget
+from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.run_dir import (
     BEST_MODEL,
     BEST_SPEC,
@@ -34,14 +33,12 @@ from keras_resnet.tuning.run_dir import (
     SUMMARY,
     TRIALS_CSV,
 )
+from keras_resnet.tuning.screen import Screen
 from keras_resnet.tuning.tuners import weights_only_restore
-
-if TYPE_CHECKING:
-    from keras_resnet.tuning.search import SearchConfig
 
 _STATUS = {"COMPLETED": "completed", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 _CSV_FIELDS = (
-    "trial_id", "status", *METRICS, "params", "latency_ms", "latency_source",
+    "trial_id", "status", *EPOCH_METRICS, "params", "latency_ms", "latency_source",
     "predicted_latency_ms", "epochs", "parent_trial", "width",
     "num_stages", "blocks", "block", "version", "stem", "shortcut", "groups", "se_ratio",
     "drop_path_rate", "optimizer", "learning_rate", "weight_decay", "batch_size", "message",
@@ -52,7 +49,7 @@ _CSV_FIELDS = (
 
 
 _TRIAL_METRICS = (
-    *METRICS, "params", "latency_ms", "epochs", "rejected", "diverged", "latency_predicted",
+    *EPOCH_METRICS, "params", "latency_ms", "epochs", "rejected", "diverged", "latency_predicted",
     "predicted_latency_ms",
 )  # fmt: skip
 
@@ -64,61 +61,52 @@ def _latency_source(metrics: dict[str, float]) -> str:
     return "predicted" if metrics.get("latency_predicted") else "measured"
 
 
-def trial_rows(oracle: kt.Oracle, hm: HyperResNet) -> list[dict[str, Any]]:
+def trial_rows(oracle: kt.Oracle, hypermodel: HyperResNet, screen: Screen) -> list[dict]:
     """One row per trial: status, metrics, the spec's choices and the training settings."""
-    rows = []
-    for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
-        hp = trial.hyperparameters.copy()
-        metrics = {
-            name: trial.metrics.get_last_value(name)
-            for name in _TRIAL_METRICS
-            if trial.metrics.exists(name)
-        }
-        status = _STATUS.get(trial.status, str(trial.status).lower())
-        message = ""
-        if status == "completed" and metrics.get("rejected"):
-            status = "rejected"
-            message = hm.budget.violation(int(metrics["params"]), metrics.get("latency_ms")) or ""
-            if metrics.get("latency_predicted") and hm.latency_model is not None:
-                message = (
-                    f"predicted {message} by more than the latency model's "
-                    f"{hm.latency_model.margin:.0%} margin (not measured)"
-                )
-            metrics.pop(hm.objective, None)
-        elif status == "completed" and metrics.get("diverged"):
-            status, message = "diverged", "loss became NaN"
-        elif status == "failed" and trial.message:
-            message = [line for line in trial.message.strip().splitlines() if line][-1]
-        spec = hm.declare_spec(hp)
-        train_hp = hm.training_hyperparameters(hp)
-        params = metrics.get("params")
-        rows.append(
-            {
-                "trial_id": trial.trial_id,
-                "status": status,
-                **{name: metrics.get(name) for name in METRICS},
-                "params": int(params) if params is not None else None,
-                "latency_ms": metrics.get("latency_ms"),
-                "latency_source": _latency_source(metrics),
-                "predicted_latency_ms": metrics.get("predicted_latency_ms"),
-                "epochs": int(metrics["epochs"]) if "epochs" in metrics else None,
-                "parent_trial": hp.values.get("tuner/trial_id"),
-                "width": spec.width,
-                "num_stages": len(spec.stages),
-                "blocks": "-".join(str(s.blocks) for s in spec.stages),
-                "block": spec.block,
-                "version": spec.version,
-                "stem": spec.stem,
-                **{
-                    k: getattr(spec, k)
-                    for k in ("shortcut", "groups", "se_ratio", "drop_path_rate")
-                },
-                **train_hp,
-                "message": message,
-                "spec": spec,
-            }
-        )
-    return rows
+    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
+    return [_trial_row(trial, hypermodel, screen) for trial in trials]
+
+
+def _trial_row(trial: kt.engine.trial.Trial, hypermodel: HyperResNet, screen: Screen) -> dict:
+    hp = trial.hyperparameters.copy()
+    metrics = {
+        name: trial.metrics.get_last_value(name)
+        for name in _TRIAL_METRICS
+        if trial.metrics.exists(name)
+    }
+    status = _STATUS.get(trial.status, str(trial.status).lower())
+    message = ""
+    if status == "completed" and metrics.get("rejected"):
+        status, message = "rejected", screen.rejection_message(metrics)
+        metrics.pop(screen.budget.objective, None)
+    elif status == "completed" and metrics.get("diverged"):
+        status, message = "diverged", "loss became NaN"
+    elif status == "failed" and trial.message:
+        message = [line for line in trial.message.strip().splitlines() if line][-1]
+    spec = hypermodel.declare_spec(hp)
+    train_hp = hypermodel.training_hyperparameters(hp)
+    params = metrics.get("params")
+    return {
+        "trial_id": trial.trial_id,
+        "status": status,
+        **{name: metrics.get(name) for name in EPOCH_METRICS},
+        "params": int(params) if params is not None else None,
+        "latency_ms": metrics.get("latency_ms"),
+        "latency_source": _latency_source(metrics),
+        "predicted_latency_ms": metrics.get("predicted_latency_ms"),
+        "epochs": int(metrics["epochs"]) if "epochs" in metrics else None,
+        "parent_trial": hp.values.get("tuner/trial_id"),
+        "width": spec.width,
+        "num_stages": len(spec.stages),
+        "blocks": "-".join(str(s.blocks) for s in spec.stages),
+        "block": spec.block,
+        "version": spec.version,
+        "stem": spec.stem,
+        **{k: getattr(spec, k) for k in ("shortcut", "groups", "se_ratio", "drop_path_rate")},
+        **train_hp,
+        "message": message,
+        "spec": spec,
+    }
 
 
 def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -256,7 +244,7 @@ def front_summary(front: list[dict[str, Any]], objective: str) -> list[dict[str,
 
 def plot_pareto(
     rows: list[dict[str, Any]],
-    hm: HyperResNet,
+    screen: Screen,
     best_id: str | None,
     path: Path,
     front_ids: Sequence[str] = (),
@@ -265,65 +253,27 @@ def plot_pareto(
     panel's two-axis Pareto front, the trials on the three-axis front (`front_ids`,
     ringed), the best, rejected ones and the budgets."""
     # A bare Figure, not pyplot: the caller's backend (a notebook's inline one) is left alone.
-    from matplotlib import ticker
     from matplotlib.figure import Figure
 
-    objective = hm.objective
-    maximize = OBJECTIVES[objective] == "max"
+    objective = screen.budget.objective
     # One point per architecture: Hyperband retrains promoted candidates as new trials.
     by_spec: dict[str, dict[str, Any]] = {}
     for row in rank_trials(rows, objective):
         by_spec.setdefault(row["spec"].to_json(), row)
     trained = list(by_spec.values())
     rejected = [r for r in rows if r["status"] == "rejected"]
+    ringed = [r for r in rows if r["trial_id"] in front_ids]
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
+    latency_label = f"batch-1 latency (ms)\n{screen.target.runtime()}"
     for ax, cost, label, budget in (
-        (axes[0], "params", "parameters", hm.max_params),
-        (
-            axes[1],
-            "latency_ms",
-            f"batch-1 latency (ms)\n{hm.latency_target.runtime()}",
-            hm.max_latency_ms,
-        ),
+        (axes[0], "params", "parameters", screen.budget.max_params),
+        (axes[1], "latency_ms", latency_label, screen.budget.max_latency_ms),
     ):
-        points = [r for r in trained if r.get(cost) is not None]
-        xs = [r[cost] for r in points]
-        ys = [r[objective] for r in points]
-        ax.scatter(xs, ys, s=18, color="tab:blue", alpha=0.6, label="trained trials")
-        front = pareto_front([(x, y if maximize else -y) for x, y in zip(xs, ys, strict=True)])
-        ax.plot(
-            [xs[i] for i in front],
-            [ys[i] for i in front],
-            "-o",
-            color="tab:red",
-            markersize=6,
-            label="Pareto front",
-        )
-        ringed = [r for r in rows if r["trial_id"] in front_ids and r.get(cost) is not None]
-        if ringed:
-            ax.scatter([r[cost] for r in ringed], [r[objective] for r in ringed], s=110,
-                       facecolors="none", edgecolors="tab:red", linewidths=1.5,
-                       label="front of (objective, params, latency)")  # fmt: skip
-        for r in points:
-            if r["trial_id"] == best_id:
-                ax.scatter([r[cost]], [r[objective]], marker="*", s=250, color="gold",
-                           edgecolor="black", zorder=5, label="best")  # fmt: skip
-        over = [r[cost] for r in rejected if r.get(cost) is not None]
-        if over and ys:
-            floor = min(ys)
-            ax.scatter(over, [floor] * len(over), marker="x", color="gray",
-                       label="rejected (over budget, not trained)")  # fmt: skip
+        _plot_panel(ax, (trained, rejected, ringed), objective, cost, best_id)
         if budget is not None:
             ax.axvline(budget, color="gray", linestyle="--", linewidth=1, label="budget")
-        ax.set_xscale("log")
-        # Plain numbers at 1-2-5 steps: a cost axis often spans a decade or less.
-        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel(objective)
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{len(trained)} trained candidates, {len(rejected)} rejected")
     fig.tight_layout()
@@ -331,24 +281,64 @@ def plot_pareto(
         fig.savefig(tmp, dpi=100)
 
 
+def _plot_panel(ax: Any, groups: tuple, objective: str, cost: str, best_id: str | None) -> None:
+    """One panel of `plot_pareto`: the objective against `cost` (log scale)."""
+    from matplotlib import ticker
+
+    trained, rejected, ringed = groups
+    maximize = OBJECTIVES[objective] == "max"
+    points = [r for r in trained if r.get(cost) is not None]
+    xs = [r[cost] for r in points]
+    ys = [r[objective] for r in points]
+    ax.scatter(xs, ys, s=18, color="tab:blue", alpha=0.6, label="trained trials")
+    front = pareto_front([(x, y if maximize else -y) for x, y in zip(xs, ys, strict=True)])
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="tab:red",
+            markersize=6, label="Pareto front")  # fmt: skip
+    ringed = [r for r in ringed if r.get(cost) is not None]
+    if ringed:
+        ax.scatter([r[cost] for r in ringed], [r[objective] for r in ringed], s=110,
+                   facecolors="none", edgecolors="tab:red", linewidths=1.5,
+                   label="front of (objective, params, latency)")  # fmt: skip
+    for r in points:
+        if r["trial_id"] == best_id:
+            ax.scatter([r[cost]], [r[objective]], marker="*", s=250, color="gold",
+                       edgecolor="black", zorder=5, label="best")  # fmt: skip
+    over = [r[cost] for r in rejected if r.get(cost) is not None]
+    if over and ys:
+        ax.scatter(over, [min(ys)] * len(over), marker="x", color="gray",
+                   label="rejected (over budget, not trained)")  # fmt: skip
+    ax.set_xscale("log")
+    # Plain numbers at 1-2-5 steps: a cost axis often spans a decade or less.
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_ylabel(objective)
+    ax.grid(alpha=0.3)
+
+
 # --- the best model -------------------------------------------------------------------------
 
 
 def retrain_best(
     best: dict[str, Any],
-    splits: DatasetSplits,
     run_dir: Path,
+    splits: DatasetSplits,
+    data: DataOptions,
     *,
     dataset: Any,
-    config: SearchConfig,
+    seed: int,
+    epochs: int,
+    verbose: int,
 ) -> None:
-    """Retrains the best candidate from scratch for `config.retrain_epochs` epochs with
-    `keras_resnet.training.train` (in `run_dir/retrain`); its best.keras becomes the search's."""
+    """Retrains the best candidate from scratch for `epochs` epochs with
+    `keras_resnet.training.train` (in `run_dir/retrain`) on `dataset` (a reference, read
+    again as `splits` were, with the search's `data` options; or the splits themselves);
+    its best.keras becomes the search's."""
     train(
         best["spec"],
-        splits if isinstance(dataset, DatasetSplits) else dataset,
+        dataset,
         output_dir=run_dir / RETRAIN,
-        epochs=config.retrain_epochs,
+        epochs=epochs,
         batch_size=best["batch_size"],
         optimizer=best["optimizer"],
         learning_rate=best["learning_rate"],
@@ -356,11 +346,11 @@ def retrain_best(
         image_size=splits.image_shape[0],
         channels=splits.image_shape[-1],
         label_mode=splits.label_mode,
-        data_dir=config.data_dir,
-        download=config.download,
-        seed=config.seed,
-        augment=config.augment,
-        verbose=2 if config.verbose else 0,
+        data_dir=data.data_dir,
+        download=data.download,
+        seed=seed,
+        augment=data.augment,
+        verbose=2 if verbose else 0,
     )
     with atomic_path(run_dir / BEST_MODEL) as tmp:
         shutil.copyfile(run_dir / RETRAIN / "best.keras", tmp)
@@ -386,14 +376,16 @@ def restore_best_trial(kt_tuner: kt.Tuner, trial_id: str, run_dir: Path) -> None
 
 def train_command(
     run_dir: Path,
-    splits: DatasetSplits,
     best: dict[str, Any],
     epochs: int,
+    splits: DatasetSplits,
+    data: DataOptions,
     *,
     dataset: Any,
-    config: SearchConfig,
+    seed: int,
 ) -> str:
-    """The `keras-resnet train` command that retrains the best candidate from scratch."""
+    """The `keras-resnet train` command that retrains the best candidate from scratch, on
+    `dataset` (a reference, or splits: named by their name) read as `splits` were."""
     name = os.fspath(dataset) if isinstance(dataset, (str, os.PathLike)) else splits.name
     parts = [
         f"keras-resnet train --spec {shlex.quote(str(run_dir / BEST_SPEC))}",
@@ -401,24 +393,24 @@ def train_command(
         f"--image-size {splits.image_shape[0]} --channels {splits.image_shape[-1]}",
         f"--optimizer {best['optimizer']} --lr {best['learning_rate']:.3g}",
         f"--weight-decay {best['weight_decay']:.3g} --batch-size {best['batch_size']}",
-        f"--epochs {epochs} --seed {config.seed}",
+        f"--epochs {epochs} --seed {seed}",
     ]
-    if config.data_dir:
-        parts.append(f"--data-dir {shlex.quote(os.fspath(config.data_dir))}")
-    if not config.augment:
+    if data.data_dir:
+        parts.append(f"--data-dir {shlex.quote(os.fspath(data.data_dir))}")
+    if not data.augment:
         parts.append("--no-augment")
     return " ".join([*parts, "--output runs/best"])
 
 
-# --- all of it ------------------------------------------------------------------------------
+# --- summary.json ---------------------------------------------------------------------------
 
 
-def _best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
+def best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
     """summary.json's `best`: the trial, its scores, its spec and training settings."""
     spec: ResNetSpec = best["spec"]
     return {
         "trial_id": best["trial_id"],
-        **{name: best[name] for name in METRICS if best.get(name) is not None},
+        **{name: best[name] for name in EPOCH_METRICS if best.get(name) is not None},
         "params": int(model.count_params()),
         "latency_ms": best["latency_ms"],
         "epochs": best["epochs"],
@@ -429,105 +421,15 @@ def _best_summary(best: dict[str, Any], model: keras.Model) -> dict[str, Any]:
     }
 
 
-def _budget_summary(hm: HyperResNet, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json's objective, budgets and how latency was measured (and predicted)."""
-    model = hm.latency_model
-    return {
-        "objective": hm.objective,
-        "max_params": hm.max_params,
-        "max_latency_ms": hm.max_latency_ms,
-        "latency_target": hm.latency_target.name,
-        "latency_threads": hm.latency_target.num_threads,
-        "latency_runtime": hm.latency_target.runtime(),
-        "latency_model": None
-        if model is None
-        else {
-            **model.to_dict(),
-            "rejected_unmeasured": sum(r["latency_source"] == "predicted" for r in rows),
-        },
-    }
-
-
-def write_results(
-    kt_tuner: kt.Tuner,
-    hm: HyperResNet,
-    splits: DatasetSplits,
-    run_dir: Path,
-    *,
-    dataset: Any,
-    config: SearchConfig,
-    record: dict[str, Any],
-    started: float,
-) -> dict[str, Any]:
-    """Writes every output of a finished search and returns the summary.
-
-    trials.csv, pareto.png, best_spec.json, best.keras (the best trial's
-    weights, or retrained: `retrain_best`), its test-split score, summary.json;
-    prints the top trials.
-    """
-    rows = trial_rows(kt_tuner.oracle, hm)
-    write_trials_csv(rows, run_dir / TRIALS_CSV)
-    ranked = rank_trials(rows, hm.objective, hm.budget)
-    if not ranked:
-        raise RuntimeError(
-            f"No trial finished training ({len(rows)} trials); see {run_dir / TRIALS_CSV}."
-        )
-    best = ranked[0]
-    front = pareto_trials(rows, hm.objective)
-    front_ids = [r["trial_id"] for r in front]
-    plot_pareto(rows, hm, best["trial_id"], run_dir / PARETO_PNG, front_ids)
-    write_json(run_dir / BEST_SPEC, best["spec"].to_dict())
-    if config.retrain_epochs:
-        retrain_best(best, splits, run_dir, dataset=dataset, config=config)
-    else:
-        restore_best_trial(kt_tuner, best["trial_id"], run_dir)
-    model = keras.saving.load_model(run_dir / BEST_MODEL, safe_mode=True)
-    build_training_state(model, splits.test)  # one trace of the test step, not two
-    test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
-
+def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """summary.json's `trials`: how many trials ended in each status."""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    summary = {
-        "best": _best_summary(best, model),
-        "best_rule": BEST_RULE,
-        "pareto_front": front_summary(front, hm.objective),
-        "pareto_axes": {
-            hm.objective: OBJECTIVES[hm.objective],
-            "params": "min",
-            "latency_ms": "min",
-        },
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "best_model": "retrained" if config.retrain_epochs else "trial checkpoint",
-        "retrain_epochs": config.retrain_epochs,
-        "trials": counts,
-        "infeasible_draws": getattr(kt_tuner.oracle, "infeasible_draws", 0),
-        **_budget_summary(hm, rows),
-        "dataset": splits.to_dict(),
-        "wall_seconds": round(time.perf_counter() - started, 2),
-        "fingerprint": record["fingerprint"],
-        "train_command": train_command(
-            run_dir,
-            splits,
-            best,
-            config.retrain_epochs or int(best.get("epochs") or 1),
-            dataset=dataset,
-            config=config,
-        ),
-        "files": {
-            "trials": TRIALS_CSV,
-            "pareto": PARETO_PNG,
-            "best_spec": BEST_SPEC,
-            "best_model": BEST_MODEL,
-        },
-    }
-    write_json(run_dir / SUMMARY, summary)
-    _print_report(ranked, summary, hm.objective, run_dir)
-    return summary
+    return counts
 
 
-def _print_report(
+def print_report(
     ranked: list[dict[str, Any]], summary: dict[str, Any], objective: str, run_dir: Path
 ) -> None:
     """The top trials as a table, the best one, the counts and where the files are."""

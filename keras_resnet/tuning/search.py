@@ -1,8 +1,9 @@
-"""`search`: one call from a dataset to a run directory, and `SearchConfig`, what it takes.
+"""`search`: one call from a dataset to a run directory.
 
 The story: check (`SearchConfig`, then the space and memory before any data is
-read), prepare (data, hypermodel, run directory), run (keras-tuner's search,
-single, chief or worker), write (`keras_resnet.tuning.results`).
+read), prepare (data, screen, hypermodel, run directory), run (keras-tuner's
+search, single, chief or worker), write (`keras_resnet.tuning.results`). A
+`_Search` holds what one search is, and its steps are its methods.
 
 Resume is keras-tuner's `overwrite=False`: rerunning the same call after a kill
 (even SIGKILL) reloads every finished trial and continues; the trial that was
@@ -21,196 +22,55 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from keras_resnet._checks import (
-    check_choice,
-    check_positive_int,
-    check_positive_number,
-    config_with_overrides,
-    is_int,
-    received,
-    require_tensorflow_backend,
-)
+from keras_resnet._checks import config_with_overrides, require_tensorflow_backend
 from keras_resnet._io import locked_run_dir, write_json
-from keras_resnet.constants import (
-    DEFAULT_LATENCY_TARGET,
-    DEFAULT_ORACLE_TIMEOUT,
-    OBJECTIVES,
-    TUNERS,
-)
-from keras_resnet.data import DataOptions, DatasetSplits, load_splits
+from keras_resnet.constants import OBJECTIVES
+from keras_resnet.data import DatasetSplits, load_splits
 from keras_resnet.spec import ResNetSpec, check_fits_in_memory, resolve_spec
-from keras_resnet.tuning.budgets import check_budgets_reachable
-from keras_resnet.tuning.distributed import check_distributed, tuner_environment, wait_for_chief
-from keras_resnet.tuning.hypermodel import HyperResNet
-from keras_resnet.tuning.latency import LatencyTarget
-from keras_resnet.tuning.results import trial_rows, write_results, write_trials_csv
+from keras_resnet.training.tracing import build_training_state
+from keras_resnet.tuning.config import SearchConfig
+from keras_resnet.tuning.distributed import wait_for_chief
+from keras_resnet.tuning.hypermodel import HyperResNet, TrialData, check_budgets_reachable
+from keras_resnet.tuning.results import (
+    BEST_RULE,
+    best_summary,
+    front_summary,
+    pareto_trials,
+    plot_pareto,
+    print_report,
+    rank_trials,
+    restore_best_trial,
+    retrain_best,
+    status_counts,
+    train_command,
+    trial_rows,
+    write_trials_csv,
+)
 from keras_resnet.tuning.run_dir import (
+    BEST_MODEL,
+    BEST_SPEC,
     LATENCY_CACHE,
+    PARETO_PNG,
+    SUMMARY,
     TRIALS_CSV,
     TUNE_CONFIG,
     fingerprint_check,
     lock_name,
     remove_outputs,
 )
+from keras_resnet.tuning.screen import Screen
 from keras_resnet.tuning.space import SearchSpace, default_base
 from keras_resnet.tuning.tuners import make_tuner
 from keras_resnet.version import __version__
 
+__all__ = ["SearchConfig", "search"]
 
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """What `search` does besides its dataset and run directory; checked when made.
-
-    Attributes:
-        base: the spec the space derives from (a name, spec or dict; default
-            by image size). Stored resolved, as a `ResNetSpec`.
-        tuner: `"hyperband"`, `"random"` or `"bayesian"`.
-        objective: `"val_accuracy"` (default) or `"val_loss"`.
-        max_trials: trials at most, rejected ones included (they train nothing).
-        max_epochs: epochs per trial (random, bayesian), or the most epochs a
-            Hyperband trial reaches.
-        hyperband_factor: Hyperband's reduction factor.
-        max_params: parameter budget.
-        max_latency_ms: batch-1 latency budget in ms on `latency_target`, on
-            this machine; every trial's latency is measured and recorded.
-        latency_target: what latency is measured on (budget, trials.csv,
-            summary): `"keras"` (default: a `tf.function` on TensorFlow's
-            runtime, as before targets existed) or `"tflite-fp32"`,
-            `"tflite-fp16"`, `"tflite-int8"`: the candidate with random
-            weights converted by `keras_resnet.export.convert_tflite` (int8
-            calibrated on random images) and timed batch 1 in LiteRT.
-            `"auto"`: the form `keras_resnet.precision.expected_fastest_tflite`
-            expects to run fastest on this CPU (int8 with int8 dot products,
-            else fp32).
-        latency_threads: LiteRT's interpreter threads for a tflite target
-            (default: every core, as the export times its files).
-        latency_model: with `max_latency_ms`, predict each new candidate's
-            latency from its spec (`keras_resnet.tuning.latency_model`, a table
-            of per-part latencies profiled on this host, kept in the run
-            directory) and reject one predicted over the budget by more than the
-            model's margin before converting or building it; candidates nearer
-            the budget, and every trained one, are measured. False: measure every
-            candidate (the behaviour before the model).
-        space: a `SearchSpace` (default `SearchSpace()`).
-        image_size, channels, label_mode, data_dir, download, augment: how the
-            dataset is read, checked as one `keras_resnet.data.DataOptions`
-            (`SearchConfig.data`); image_size is an int here (default: the base
-            spec's input size). An image size at which the base spec cannot
-            train at the smallest batch size in this machine's memory is
-            refused before the data is read.
-        seed: data split, shuffling, initialisation and the oracle's draws.
-        overwrite: start over (keeps the latency cache).
-        role: None (one process), `"chief"` (serves the oracle, trains
-            nothing, writes the outputs when all trials are done) or
-            `"worker"` (trains trials the chief hands out).
-        oracle_address: the chief's `HOST:PORT` (with `role`). A chief listens
-            on loopback addresses only (127.0.0.0/8, ::1, localhost) unless
-            `allow_remote_oracle`.
-        tuner_id: a worker's id, 1-64 characters from `[A-Za-z0-9_-]`, none of
-            keras-tuner's names (`oracle`, `tuner0`, containing `chief`,
-            starting with `trial_`); a worker restarted with the same id reruns
-            the trial it was given.
-        oracle_timeout: seconds a worker waits for the chief to answer, when it
-            starts and on every later call; then it raises
-            `OracleUnreachableError` ("cannot reach the chief at HOST:PORT
-            within N s").
-        allow_remote_oracle: let a chief listen on a non-loopback address.
-            keras-tuner's gRPC oracle has no authentication and no encryption:
-            anyone who reaches the port can read and steer the search.
-        retrain_epochs: 0 keeps the best trial's own weights as `best.keras`;
-            N > 0 retrains the best candidate for N epochs with
-            `keras_resnet.training.train` (in `run_dir/retrain`).
-        max_search_seconds: hand out no new trial after this long.
-        max_consecutive_failed_trials: keras-tuner stops a search after this
-            many crashed trials in a row (rejections do not count).
-        verbose: 0 silent, 1 keras-tuner's trial reports and one line per epoch.
-
-    Example:
-
-    >>> config = SearchConfig(tuner="random", max_trials=10, max_params=100_000)
-    >>> search("digits", output_dir="runs/tune", config=config, image_size=16)  # doctest: +SKIP
-    """
-
-    base: ResNetSpec | str | dict | None = None
-    tuner: str = "hyperband"
-    objective: str = "val_accuracy"
-    max_trials: int = 20
-    max_epochs: int = 10
-    hyperband_factor: int = 3
-    max_params: int | None = None
-    max_latency_ms: float | None = None
-    latency_target: str = DEFAULT_LATENCY_TARGET
-    latency_threads: int | None = None
-    latency_model: bool = True
-    space: SearchSpace | None = None
-    image_size: int | None = None
-    channels: int | None = None
-    label_mode: str = "int"
-    data_dir: str | None = None
-    download: bool = False
-    augment: bool = True
-    seed: int = 0
-    overwrite: bool = False
-    role: str | None = None
-    oracle_address: str | None = None
-    tuner_id: str | None = None
-    oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT
-    allow_remote_oracle: bool = False
-    retrain_epochs: int = 0
-    max_search_seconds: float | None = None
-    max_consecutive_failed_trials: int = 3
-    verbose: int = 1
-
-    def __post_init__(self) -> None:
-        check_choice("tuner", self.tuner, TUNERS)
-        check_choice("objective", self.objective, OBJECTIVES)
-        for name in ("max_trials", "max_epochs", "max_consecutive_failed_trials"):
-            check_positive_int(name, getattr(self, name))
-        if not is_int(self.hyperband_factor) or self.hyperband_factor < 2:
-            raise ValueError(
-                "`hyperband_factor` must be an integer >= 2. "
-                f"{received('hyperband_factor', self.hyperband_factor)}"
-            )
-        check_positive_int("max_params", self.max_params, allow_none=True)
-        check_positive_number("max_latency_ms", self.max_latency_ms, allow_none=True)
-        LatencyTarget(self.latency_target, self.latency_threads)  # checks both
-        if not isinstance(self.latency_model, bool):
-            raise ValueError(
-                f"`latency_model` must be a bool. {received('latency_model', self.latency_model)}"
-            )
-        check_positive_number("max_search_seconds", self.max_search_seconds, allow_none=True)
-        check_positive_number("oracle_timeout", self.oracle_timeout)
-        check_positive_int("image_size", self.image_size, allow_none=True)  # square images
-        # The data keywords, checked once, as the DataOptions the search loads with.
-        object.__setattr__(
-            self,
-            "_data",
-            DataOptions(
-                image_size=self.image_size,
-                channels=self.channels,
-                label_mode=self.label_mode,
-                data_dir=self.data_dir,
-                download=self.download,
-                augment=self.augment,
-            ),
-        )
-        if not is_int(self.retrain_epochs) or self.retrain_epochs < 0:
-            raise ValueError(
-                "`retrain_epochs` must be an integer >= 0. "
-                f"{received('retrain_epochs', self.retrain_epochs)}"
-            )
-        check_distributed(
-            self.role, self.oracle_address, self.tuner_id, self.overwrite, self.allow_remote_oracle
-        )
-        if self.space is not None and not isinstance(self.space, SearchSpace):
-            raise ValueError(f"`space` must be a SearchSpace. {received('space', self.space)}")
-        if self.base is not None:
-            object.__setattr__(self, "base", resolve_spec(self.base))
-
-    @property
-    def data(self) -> DataOptions:
-        """The data keywords as the `DataOptions` the search loads its dataset with."""
-        return self._data
+FINGERPRINT_KEYWORDS = (
+    "tuner", "objective", "max_epochs", "hyperband_factor", "max_params", "max_latency_ms",
+    "seed", "augment",
+)  # fmt: skip
+"""The keywords tune.json's fingerprint records, in its order, after the data and the space
+(a tflite latency target adds itself last). A rerun must match them to resume."""
 
 
 def search(
@@ -232,7 +92,7 @@ def search(
             (or a second worker with the same `tuner_id`) is refused at once,
             naming the holder.
         config: a `SearchConfig` (default: `SearchConfig()`).
-        **keywords: any `SearchConfig` field (`max_params=100_000`, ...),
+        **keywords: any `SearchConfig` keyword (`max_params=100_000`, ...),
             applied on top of `config`.
 
     Returns:
@@ -254,41 +114,229 @@ def search(
     require_tensorflow_backend("search()", "tf.data pipelines and its latency targets")
     started = time.perf_counter()
     config = config_with_overrides(SearchConfig, config, keywords, arg="config", caller="search")
-    splits, hypermodel = _prepare(dataset, config)
-    run_dir = Path(output_dir)
-    record = _record(splits, hypermodel, config)
-    fingerprint_check(run_dir, record, config.overwrite)
-    with locked_run_dir(run_dir, lock_name(config.role, config.tuner_id)) as lock:
+    run = _Search.prepare(dataset, Path(output_dir), config, started)
+    fingerprint_check(run.run_dir, run.record, config.overwrite)
+    cluster = config.cluster
+    with locked_run_dir(run.run_dir, lock_name(cluster.role, cluster.tuner_id)) as lock:
         # Again: another run may just have ended.
-        fingerprint_check(run_dir, record, config.overwrite)
+        fingerprint_check(run.run_dir, run.record, config.overwrite)
         if lock.stale and config.verbose:
             pid = lock.stale.get("pid")
-            print(f"{run_dir}: took over the lock of pid {pid}, which is no longer running")
-        _check_before_writing(hypermodel, run_dir, config)
-        if config.overwrite:
-            remove_outputs(run_dir)
-        write_json(run_dir / TUNE_CONFIG, record)
-        hypermodel.latency_cache.attach(run_dir / LATENCY_CACHE)
-        if hypermodel.latency_model is not None:
-            hypermodel.latency_model.attach(run_dir)
-        keras.utils.set_random_seed(config.seed)
-        kt_tuner, is_worker = _run(splits, hypermodel, run_dir, config)
+            print(f"{run.run_dir}: took over the lock of pid {pid}, which is no longer running")
+        run.check_before_writing()
+        run.start()
+        kt_tuner, is_worker = run.run()
         if is_worker:
-            print(f"worker {config.tuner_id}: no trials left; the chief writes the results.")
-            return {"role": "worker", "tuner_id": config.tuner_id}
-        return write_results(
-            kt_tuner,
-            hypermodel,
-            splits,
-            run_dir,
-            dataset=dataset,
-            config=config,
-            record=record,
-            started=started,
+            print(f"worker {cluster.tuner_id}: no trials left; the chief writes the results.")
+            return {"role": "worker", "tuner_id": cluster.tuner_id}
+        return run.write(kt_tuner)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Search:
+    """One search: what was asked, its data, its screen and hypermodel, its directory.
+
+    Attributes:
+        dataset: as given (a reference, or splits): retraining reads it again,
+            the train command names it.
+        config: the `SearchConfig`.
+        run_dir: the run directory.
+        splits: the loaded data; `examples` the training examples every trial
+            batches (`TrialData`, prepared once).
+        screen: the `Screen` the hypermodel, the tuner and the results share.
+        hypermodel: the `HyperResNet`.
+        record: tune.json (`_record`).
+        started: `time.perf_counter()` when `search` was called.
+    """
+
+    dataset: str | DatasetSplits
+    config: SearchConfig
+    run_dir: Path
+    splits: DatasetSplits
+    examples: TrialData
+    screen: Screen
+    hypermodel: HyperResNet
+    record: dict[str, Any]
+    started: float
+
+    @classmethod
+    def prepare(
+        cls, dataset: str | DatasetSplits, run_dir: Path, config: SearchConfig, started: float
+    ) -> _Search:
+        """The data (after the checks that need none of it), screen and hypermodel."""
+        base = config.base
+        if base is None and not isinstance(dataset, DatasetSplits):
+            base = resolve_spec(default_base(config.data.image_size))
+        _check_fits(dataset, config, base)
+        if isinstance(dataset, DatasetSplits):
+            splits = dataset
+        else:
+            side = config.data.image_size or base.default_input_size
+            options = dataclasses.replace(config.data, image_size=side)
+            splits = load_splits(dataset, options, batch_size=64, seed=config.seed)
+        shape, classes = splits.image_shape, splits.num_classes
+        screen = Screen(config.budget, shape, classes)
+        hypermodel = HyperResNet(
+            shape, classes, base, space=config.space, screen=screen, label_mode=splits.label_mode
         )
+        record = _record(splits, hypermodel, screen, config)
+        examples = TrialData.from_splits(splits)
+        return cls(dataset, config, run_dir, splits, examples, screen, hypermodel, record, started)
+
+    def check_before_writing(self) -> None:
+        """The budgets (with a resumed search's latencies), and a worker's chief."""
+        if (self.run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
+            self.screen.cache.attach(self.run_dir / LATENCY_CACHE)
+        check_budgets_reachable(self.hypermodel)
+        cluster = self.config.cluster
+        if cluster.is_worker:
+            # After this worker's own data and budget checks, which the chief does too.
+            with cluster.environment():
+                wait_for_chief(cluster.oracle_timeout)
+
+    def start(self) -> None:
+        """Starts writing: over a previous search when overwriting, tune.json, the caches."""
+        if self.config.overwrite:
+            remove_outputs(self.run_dir)
+        write_json(self.run_dir / TUNE_CONFIG, self.record)
+        self.screen.attach(self.run_dir)
+        keras.utils.set_random_seed(self.config.seed)
+
+    def run(self) -> tuple[kt.Tuner, bool]:
+        """keras-tuner's search, in this process's role: the tuner, and whether it is a
+        worker (keras-tuner decides that from its environment)."""
+        config = self.config
+        with config.cluster.environment():
+            kt_tuner = make_tuner(
+                self.hypermodel,
+                config.tuning,
+                directory=self.run_dir,
+                seed=config.seed,
+                overwrite=config.overwrite,
+                oracle_timeout=config.cluster.oracle_timeout,
+            )
+            is_worker = kt_tuner._is_worker()
+            try:
+                kt_tuner.search(
+                    self.examples,
+                    validation_data=self.splits.validation,
+                    epochs=config.tuning.max_epochs,
+                    verbose=2 if config.verbose else 0,
+                )
+            except RuntimeError as e:
+                if "consecutive failures" not in str(e):
+                    raise
+                rows = trial_rows(kt_tuner.oracle, self.hypermodel, self.screen)
+                write_trials_csv(rows, self.run_dir / TRIALS_CSV)
+                raise RuntimeError(
+                    f"The search stopped after {config.tuning.max_consecutive_failed_trials} "
+                    f"failed trials in a row; see {self.run_dir / TRIALS_CSV} for their errors."
+                ) from e
+        return kt_tuner, is_worker
+
+    def write(self, kt_tuner: kt.Tuner) -> dict[str, Any]:
+        """Writes every output of the finished search and returns the summary.
+
+        trials.csv, pareto.png, best_spec.json, best.keras (the best trial's
+        weights, or retrained), its test-split score, summary.json; prints the
+        top trials.
+        """
+        run_dir, objective = self.run_dir, self.screen.budget.objective
+        rows = trial_rows(kt_tuner.oracle, self.hypermodel, self.screen)
+        write_trials_csv(rows, run_dir / TRIALS_CSV)
+        ranked = rank_trials(rows, objective, self.screen.budget)
+        if not ranked:
+            raise RuntimeError(
+                f"No trial finished training ({len(rows)} trials); see {run_dir / TRIALS_CSV}."
+            )
+        best, front = ranked[0], pareto_trials(rows, objective)
+        front_ids = [r["trial_id"] for r in front]
+        plot_pareto(rows, self.screen, best["trial_id"], run_dir / PARETO_PNG, front_ids)
+        write_json(run_dir / BEST_SPEC, best["spec"].to_dict())
+        model = self._best_model(kt_tuner, best)
+        build_training_state(model, self.splits.test)  # one trace of the test step, not two
+        scores = model.evaluate(self.splits.test, verbose=0)
+        draws = getattr(kt_tuner.oracle, "infeasible_draws", 0)
+        summary = {
+            **self._summary(rows, best, front, model, scores, draws),
+            **self._closing(best),
+        }
+        write_json(run_dir / SUMMARY, summary)
+        print_report(ranked, summary, objective, run_dir)
+        return summary
+
+    def _best_model(self, kt_tuner: kt.Tuner, best: dict[str, Any]) -> keras.Model:
+        """best.keras, the best trial's own weights or retrained (`retrain_epochs`), loaded."""
+        config = self.config
+        if config.retrain_epochs:
+            retrain_best(
+                best,
+                self.run_dir,
+                self.splits,
+                config.data,
+                dataset=self.dataset,
+                seed=config.seed,
+                epochs=config.retrain_epochs,
+                verbose=config.verbose,
+            )
+        else:
+            restore_best_trial(kt_tuner, best["trial_id"], self.run_dir)
+        return keras.saving.load_model(self.run_dir / BEST_MODEL, safe_mode=True)
+
+    def _summary(
+        self,
+        rows: list[dict[str, Any]],
+        best: dict[str, Any],
+        front: list[dict[str, Any]],
+        model: keras.Model,
+        scores: list[float],
+        infeasible_draws: int,
+    ) -> dict[str, Any]:
+        """summary.json up to the budgets: the best, the front, the test scores, the counts."""
+        objective, retrain_epochs = self.screen.budget.objective, self.config.retrain_epochs
+        test_loss, test_accuracy = scores
+        return {
+            "best": best_summary(best, model),
+            "best_rule": BEST_RULE,
+            "pareto_front": front_summary(front, objective),
+            "pareto_axes": {objective: OBJECTIVES[objective], "params": "min", "latency_ms": "min"},
+            "test_accuracy": float(test_accuracy),
+            "test_loss": float(test_loss),
+            "best_model": "retrained" if retrain_epochs else "trial checkpoint",
+            "retrain_epochs": retrain_epochs,
+            "trials": status_counts(rows),
+            "infeasible_draws": infeasible_draws,
+            **self.screen.summary(sum(r["latency_source"] == "predicted" for r in rows)),
+        }
+
+    def _closing(self, best: dict[str, Any]) -> dict[str, Any]:
+        """summary.json's last fields: the data, the time, the fingerprint, the command."""
+        config = self.config
+        epochs = config.retrain_epochs or int(best.get("epochs") or 1)
+        command = train_command(
+            self.run_dir,
+            best,
+            epochs,
+            self.splits,
+            config.data,
+            dataset=self.dataset,
+            seed=config.seed,
+        )
+        return {
+            "dataset": self.splits.to_dict(),
+            "wall_seconds": round(time.perf_counter() - self.started, 2),
+            "fingerprint": self.record["fingerprint"],
+            "train_command": command,
+            "files": {
+                "trials": TRIALS_CSV,
+                "pareto": PARETO_PNG,
+                "best_spec": BEST_SPEC,
+                "best_model": BEST_MODEL,
+            },
+        }
 
 
-# --- check and prepare ----------------------------------------------------------------------
+# --- check and record -----------------------------------------------------------------------
 
 
 def _check_fits(dataset: Any, config: SearchConfig, base: ResNetSpec | None) -> None:
@@ -319,127 +367,32 @@ def _check_fits(dataset: Any, config: SearchConfig, base: ResNetSpec | None) -> 
     )
 
 
-def _prepare(
-    dataset: str | DatasetSplits, config: SearchConfig
-) -> tuple[DatasetSplits, HyperResNet]:
-    """The data (after the checks that need none of it) and the hypermodel."""
-    base = config.base
-    if base is None and not isinstance(dataset, DatasetSplits):
-        base = resolve_spec(default_base(config.image_size))
-    _check_fits(dataset, config, base)
-    if isinstance(dataset, DatasetSplits):
-        splits = dataset
-    else:
-        data = config.data
-        splits = load_splits(
-            dataset,
-            dataclasses.replace(data, image_size=data.image_size or base.default_input_size),
-            batch_size=64,
-            seed=config.seed,
-        )
-    hypermodel = HyperResNet(
-        splits.image_shape,
-        splits.num_classes,
-        base,
-        space=config.space,
-        objective=config.objective,
-        max_params=config.max_params,
-        max_latency_ms=config.max_latency_ms,
-        latency_target=config.latency_target,
-        latency_threads=config.latency_threads,
-        latency_model=config.latency_model,
-        label_mode=splits.label_mode,
-    )
-    return splits, hypermodel
-
-
-def _record(splits: DatasetSplits, hm: HyperResNet, config: SearchConfig) -> dict[str, Any]:
+def _record(
+    splits: DatasetSplits, hypermodel: HyperResNet, screen: Screen, config: SearchConfig
+) -> dict[str, Any]:
     """tune.json: the fingerprint a rerun must match, and the versions that ran.
 
     A tflite target joins the fingerprint (with the threads asked for); the keras
     target leaves it as it was before targets existed, so those runs still resume.
     """
     target = {}
-    if config.latency_target != DEFAULT_LATENCY_TARGET:
+    if screen.target.variant is not None:
         target = {  # "auto" as what it stands for here: another machine may choose another
-            "latency_target": hm.latency_target.name,
-            "latency_threads": config.latency_threads,
+            "latency_target": screen.target.name,
+            "latency_threads": screen.target.threads,
         }
     return {
         "fingerprint": {
             "dataset": splits.name,
             "image_shape": list(splits.image_shape),
             "label_mode": splits.label_mode,
-            "base": hm.base.to_dict(),
-            "space": hm.space.to_dict(),
-            "tuner": config.tuner,
-            "objective": config.objective,
-            "max_epochs": config.max_epochs,
-            "hyperband_factor": config.hyperband_factor,
-            "max_params": config.max_params,
-            "max_latency_ms": config.max_latency_ms,
-            "seed": config.seed,
-            "augment": config.augment,
+            "base": hypermodel.base.to_dict(),
+            "space": hypermodel.space.to_dict(),
+            **{name: getattr(config, name) for name in FINGERPRINT_KEYWORDS},
             **target,
         },
         "keras_resnet": __version__,
         "keras_tuner": kt.__version__,
         "tensorflow": tf.__version__,
-        "latency_runtime": hm.latency_target.runtime(),
+        "latency_runtime": screen.target.runtime(),
     }
-
-
-def _check_before_writing(hm: HyperResNet, run_dir: Path, config: SearchConfig) -> None:
-    """The budgets (with a resumed search's latencies), and a worker's chief."""
-    if (run_dir / LATENCY_CACHE).exists():  # a resumed search measures nothing again
-        hm.latency_cache.attach(run_dir / LATENCY_CACHE)
-    check_budgets_reachable(hm)
-    if config.role == "worker":
-        # After this worker's own data and budget checks, which the chief does too.
-        with tuner_environment(config.role, config.oracle_address, config.tuner_id):
-            wait_for_chief(config.oracle_timeout)
-
-
-# --- run ------------------------------------------------------------------------------------
-
-
-def _run(
-    splits: DatasetSplits, hm: HyperResNet, run_dir: Path, config: SearchConfig
-) -> tuple[kt.Tuner, bool]:
-    """keras-tuner's search, in this process's role: the tuner, and whether it is a worker
-    (keras-tuner decides that from its environment)."""
-    with tuner_environment(config.role, config.oracle_address, config.tuner_id):
-        kt_tuner = make_tuner(
-            hm,
-            config.tuner,
-            directory=run_dir,
-            max_trials=config.max_trials,
-            max_epochs=config.max_epochs,
-            hyperband_factor=config.hyperband_factor,
-            seed=config.seed,
-            overwrite=config.overwrite,
-            max_consecutive_failed_trials=config.max_consecutive_failed_trials,
-            max_search_seconds=config.max_search_seconds,
-            oracle_timeout=config.oracle_timeout,
-        )
-        is_worker = kt_tuner._is_worker()
-        try:
-            # Unbatched with a known size: each trial batches it to its batch size.
-            train_examples = splits.train.unbatch().apply(
-                tf.data.experimental.assert_cardinality(splits.sizes["train"])
-            )
-            kt_tuner.search(
-                train_examples,
-                validation_data=splits.validation,
-                epochs=config.max_epochs,
-                verbose=2 if config.verbose else 0,
-            )
-        except RuntimeError as e:
-            if "consecutive failures" not in str(e):
-                raise
-            write_trials_csv(trial_rows(kt_tuner.oracle, hm), run_dir / TRIALS_CSV)
-            raise RuntimeError(
-                f"The search stopped after {config.max_consecutive_failed_trials} failed trials "
-                f"in a row; see {run_dir / TRIALS_CSV} for their errors."
-            ) from e
-    return kt_tuner, is_worker

@@ -1,15 +1,17 @@
-"""keras-tuner's tuners and oracles with the budgets built in, and `make_tuner`.
+"""keras-tuner's tuners and oracles with the budgets built in, `TunerOptions` and
+`make_tuner`.
 
 Each algorithm is keras-tuner's own oracle and tuner with two mixins: random
 draws over `max_params` are redrawn (up to `MAX_DRAWS` times, so the trial
 budget goes to models that fit), and trials over a budget are rejected before
-their model is built. `TUNER_CLASSES` is the one registry: a name of
-`keras_resnet.constants.TUNERS` -> (oracle class, tuner class).
+their model is built (by the hypermodel's `Screen`). `TUNER_CLASSES` is the one
+registry: a name of `keras_resnet.constants.TUNERS` -> (oracle class, tuner class).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -18,7 +20,13 @@ from typing import Any, NamedTuple
 
 import keras_tuner as kt
 
-from keras_resnet._checks import check_choice
+from keras_resnet._checks import (
+    check_choice,
+    check_int_at_least,
+    check_positive_int,
+    check_positive_number,
+    config_with_overrides,
+)
 from keras_resnet._io import atomic_path
 from keras_resnet.constants import DEFAULT_ORACLE_TIMEOUT, OBJECTIVES, TUNERS
 from keras_resnet.tuning._kt_internals import is_chief_oracle, save_json
@@ -26,6 +34,43 @@ from keras_resnet.tuning.budgets import MAX_DRAWS
 from keras_resnet.tuning.distributed import PatientClient, serve
 from keras_resnet.tuning.hypermodel import HyperResNet
 from keras_resnet.tuning.run_dir import PROJECT
+from keras_resnet.tuning.screen import Screen
+
+
+@dataclasses.dataclass(frozen=True)
+class TunerOptions:
+    """Which keras-tuner algorithm searches, and for how long; checked when made.
+
+    Attributes:
+        tuner: `"hyperband"`, `"random"` or `"bayesian"`.
+        max_trials: trials at most, rejected ones included (they train nothing).
+            Hyperband's too: it runs brackets until the cap.
+        max_epochs: epochs per trial (random, bayesian), or the most epochs a
+            Hyperband trial reaches.
+        hyperband_factor: Hyperband's reduction factor.
+        max_search_seconds: hand out no new trial after this long.
+        max_consecutive_failed_trials: keras-tuner stops a search after this
+            many crashed trials in a row (rejections do not count).
+
+    Example:
+
+    >>> TunerOptions("random", max_trials=10).max_epochs
+    10
+    """
+
+    tuner: str = "hyperband"
+    max_trials: int = 20
+    max_epochs: int = 10
+    hyperband_factor: int = 3
+    max_search_seconds: float | None = None
+    max_consecutive_failed_trials: int = 3
+
+    def __post_init__(self) -> None:
+        check_choice("tuner", self.tuner, TUNERS)
+        for name in ("max_trials", "max_epochs", "max_consecutive_failed_trials"):
+            check_positive_int(name, getattr(self, name))
+        check_int_at_least("hyperband_factor", self.hyperband_factor, 2)
+        check_positive_number("max_search_seconds", self.max_search_seconds, allow_none=True)
 
 
 def _save_state(obj: Any, fname: str) -> None:
@@ -66,9 +111,9 @@ class _BudgetedOracle:
     failure: str | None = None  # set on a chief when too many trials failed in a row
 
     @classmethod
-    def create(cls, *, max_trials: int, max_epochs: int, hyperband_factor: int, **common: Any):
-        """The oracle for `make_tuner`'s settings (here: every trial `max_epochs` long)."""
-        return cls(max_trials=max_trials, **common)
+    def create(cls, options: TunerOptions, **common: Any):
+        """The oracle for `options` (here: every trial `max_epochs` long)."""
+        return cls(max_trials=options.max_trials, **common)
 
     def _random_values(self):
         values = last = super()._random_values()
@@ -123,12 +168,15 @@ class BudgetedHyperbandOracle(_BudgetedOracle, kt.oracles.HyperbandOracle):
     """keras-tuner's Hyperband, redrawing over `max_params`, capped at `max_trials`."""
 
     @classmethod
-    def create(cls, *, max_trials: int, max_epochs: int, hyperband_factor: int, **common: Any):
+    def create(cls, options: TunerOptions, **common: Any):
         """`max_epochs` is the most a trial reaches; brackets run until `max_trials`."""
         oracle = cls(
-            max_epochs=max_epochs, factor=hyperband_factor, hyperband_iterations=None, **common
+            max_epochs=options.max_epochs,
+            factor=options.hyperband_factor,
+            hyperband_iterations=None,
+            **common,
         )
-        oracle.max_trials = max_trials  # not an argument of keras-tuner's Hyperband
+        oracle.max_trials = options.max_trials  # not an argument of keras-tuner's Hyperband
         return oracle
 
 
@@ -136,47 +184,45 @@ class BudgetedBayesianOptimizationOracle(_BudgetedOracle, kt.oracles.BayesianOpt
     """keras-tuner's Gaussian-process oracle, its random initial points redrawn."""
 
     @classmethod
-    def create(cls, *, max_trials: int, max_epochs: int, hyperband_factor: int, **common: Any):
+    def create(cls, options: TunerOptions, **common: Any):
         """`max_trials // 3` (at least 3) random points first: keras-tuner's default of 3
         per hyperparameter would spend a 20-trial budget on random draws alone."""
-        return cls(max_trials=max_trials, num_initial_points=max(3, max_trials // 3), **common)
+        trials = options.max_trials
+        return cls(max_trials=trials, num_initial_points=max(3, trials // 3), **common)
 
 
 # --- tuners ---------------------------------------------------------------------------------
 
 
 class _BudgetedTuner:
-    """Mixed into keras-tuner's tuners: over-budget trials are rejected before `build`."""
+    """Mixed into keras-tuner's tuners: `screen` rejects over-budget trials before `build`."""
 
     def __init__(
         self,
         oracle: kt.Oracle,
         hypermodel: HyperResNet,
         *,
+        screen: Screen,
         oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
         **kwargs: Any,
     ):
         # The stock tuner classes only differ in the oracle they create; ours is given.
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+        self.screen = screen
         if self._is_worker():
             self.oracle = PatientClient(self.oracle, oracle_timeout)
 
     def run_trial(self, trial, *args, **kwargs):
-        hm: HyperResNet = self.hypermodel
         hp = trial.hyperparameters
-        spec = hm.declare_spec(hp.copy())
-        params = hm.spec_params(spec)
-        latency, parent = hm.cached_latency(spec), {}
+        spec = self.hypermodel.declare_spec(hp.copy())
+        latency, parent = self.screen.cached_latency(spec), {}
         if latency is None:
             parent = self._parent_latency_if_rejected(hp)
             latency = parent.get("latency_ms")
-        if hm.budget.violation(params, latency):
-            return {**hm.budget.rejected_result(params, latency), **parent}
-        if latency is None and not hm.budget.violation(params, None):
-            # Predicted clearly over the latency budget: rejected before any build or conversion.
-            screened = hm.predicted_rejection(spec, params)
-            if screened is not None:
-                return screened
+        # Over a budget, or predicted clearly over the latency budget: never built.
+        rejected = self.screen.before_build(spec, latency)
+        if rejected is not None:
+            return {**rejected, **parent}
         with weights_only_restore():  # Hyperband loads the promoted trial's checkpoint
             return super().run_trial(trial, *args, **kwargs)
 
@@ -238,58 +284,63 @@ TUNER_CLASSES: dict[str, TunerClasses] = {
 
 def make_tuner(
     hypermodel: HyperResNet,
-    tuner: str = "hyperband",
+    tuner: str | TunerOptions = "hyperband",
     *,
     directory: str | os.PathLike,
     project_name: str = PROJECT,
-    max_trials: int = 20,
-    max_epochs: int = 10,
-    hyperband_factor: int = 3,
     seed: int = 0,
     overwrite: bool = False,
-    max_consecutive_failed_trials: int = 3,
-    max_search_seconds: float | None = None,
     oracle_timeout: float = DEFAULT_ORACLE_TIMEOUT,
+    **options: Any,
 ) -> kt.Tuner:
-    """A keras-tuner tuner for `hypermodel` that knows its budgets.
+    """A keras-tuner tuner for `hypermodel` that knows its budgets (its `screen`).
 
     It is keras-tuner's `Hyperband`, `RandomSearch` or `BayesianOptimization`
     with two additions: random draws over `max_params` are redrawn, and
     trials over a budget are rejected before their model is built.
-    `max_trials` caps the trials of every tuner (Hyperband's too: it runs
-    brackets until the cap). Distributed mode follows keras-tuner's
-    `KERASTUNER_*` environment variables (see `search`); a worker gives each
-    call to the chief `oracle_timeout` seconds, then raises
-    `OracleUnreachableError`.
+    Distributed mode follows keras-tuner's `KERASTUNER_*` environment variables
+    (see `search`); a worker gives each call to the chief `oracle_timeout`
+    seconds, then raises `OracleUnreachableError`.
+
+    Args:
+        hypermodel: the `HyperResNet`.
+        tuner: a name of `TUNERS`, or `TunerOptions`.
+        directory, project_name, overwrite: where keras-tuner keeps its project.
+        seed: the oracle's draws.
+        oracle_timeout: a worker's patience with its chief, in seconds.
+        **options: `TunerOptions` fields (`max_trials`, `max_epochs`, ...) on top of `tuner`.
 
     Example:
 
     >>> tuner = make_tuner(HyperResNet((16, 16, 1), 10), "random", directory="runs/t")
     >>> tuner.search(splits.train, validation_data=splits.validation, epochs=2)
     """
-    check_choice("tuner", tuner, TUNERS)
-    classes = TUNER_CLASSES[tuner]
-    oracle = classes.oracle.create(
-        max_trials=max_trials,
-        max_epochs=max_epochs,
-        hyperband_factor=hyperband_factor,
-        objective=kt.Objective(hypermodel.objective, OBJECTIVES[hypermodel.objective]),
-        seed=seed + 1,  # keras-tuner treats seed 0 as "no seed" (a random one)
-        max_consecutive_failed_trials=max_consecutive_failed_trials,
+    settings = tuner if isinstance(tuner, TunerOptions) else TunerOptions(tuner)
+    settings = config_with_overrides(
+        TunerOptions, settings, options, arg="tuner", caller="make_tuner"
     )
-    if hypermodel.max_params is not None:
+    screen, classes = hypermodel.screen, TUNER_CLASSES[settings.tuner]
+    objective = screen.budget.objective
+    oracle = classes.oracle.create(
+        settings,
+        objective=kt.Objective(objective, OBJECTIVES[objective]),
+        seed=seed + 1,  # keras-tuner treats seed 0 as "no seed" (a random one)
+        max_consecutive_failed_trials=settings.max_consecutive_failed_trials,
+    )
+    if screen.budget.max_params is not None:
 
         def feasible(values: dict[str, Any]) -> bool:
             hp = oracle.hyperparameters.copy()
             hp.values = dict(values)
-            return hypermodel.count_params(hp) <= hypermodel.max_params
+            return hypermodel.count_params(hp) <= screen.budget.max_params
 
         oracle.feasible = feasible
-    if max_search_seconds is not None:
-        oracle.deadline = time.time() + max_search_seconds
+    if settings.max_search_seconds is not None:
+        oracle.deadline = time.time() + settings.max_search_seconds
     return classes.tuner(
         oracle,
         hypermodel,
+        screen=screen,
         directory=str(directory),
         project_name=project_name,
         overwrite=overwrite,
