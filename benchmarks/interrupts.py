@@ -233,9 +233,12 @@ def check_interrupted(result: dict[str, Any], sigterm_code: int = 143) -> str | 
     if result["returncode"] == 0:
         return None  # the signal came as it finished: nothing left to interrupt
     name = result["sent"][-1]
-    if result["returncode"] != {**EXIT_CODES, "SIGTERM": sigterm_code}[name]:
+    # A worker of a job answers SIGTERM by saving at the step (PREEMPTED) once its loop
+    # runs; before that (joining the cluster, loading the data) like any command, 143.
+    expected = {EXIT_CODES[name], sigterm_code} if name == "SIGTERM" else {EXIT_CODES[name]}
+    if result["returncode"] not in expected:
         return f"{name} gave exit {result['returncode']}: {result['stderr_last_line']}"
-    if name == "SIGTERM" and sigterm_code == PREEMPTED:
+    if name == "SIGTERM" and result["returncode"] == PREEMPTED:
         return None  # saved at the step and said so (multiworker's own message)
     if "interrupted" not in result["stderr_last_line"] or result["stderr_lines"] != 1:
         return f"{name}'s lines: {result['stderr_lines']}, last {result['stderr_last_line']!r}"

@@ -80,6 +80,13 @@ def test_check_interrupted_reads_the_exit_codes():
     assert "lines: 3" in check_interrupted({**base, "stderr_lines": 3})
     assert check_interrupted({**base, "sent": ["SIGKILL"], "returncode": -9}) is None
     assert check_interrupted({**base, "sent": [], "returncode": 1}) == "exited 1 unsignalled"
+    # A worker of a job: SIGTERM saves at the step (42) once the loop runs, else 143.
+    term = {**base, "sent": ["SIGTERM"]}
+    assert check_interrupted({**term, "returncode": 42}, sigterm_code=42) is None
+    assert check_interrupted({**term, "returncode": 143}, sigterm_code=42) is None
+    assert "SIGTERM gave exit 130" in check_interrupted({**term, "returncode": 130}, 42)
+    stuck = {**base, "rejoined": {"progressed": False, "returncodes": [-9, -9]}}
+    assert "did not go on" in check_interrupted(stuck)
 
 
 def _output_until(proc: subprocess.Popen, text: bytes, timeout: float) -> bytes:
