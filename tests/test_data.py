@@ -487,3 +487,23 @@ def test_the_data_keywords_are_checked_in_one_place_for_load_train_and_search(tm
     a = load_splits("digits", options, batch_size=512)
     b = load_dataset("digits", image_size=12, data_dir=tmp_path, augment=False, batch_size=512)
     np.testing.assert_array_equal(collect(a.test)[0], collect(b.test)[0])
+
+
+def test_load_dataset_takes_a_data_part_with_keywords_on_top():
+    """`load_dataset(dataset, DataOptions(...), **keywords)`, as a search takes its data part:
+    the keywords apply on top of the part; a part of another type, or a keyword that is no
+    `DataOptions` field, is one line before anything is read."""
+    part = DataOptions(image_size=12, channels=3, augment=False)
+    a = load_dataset("digits", part, label_mode="categorical", batch_size=512)
+    b = load_dataset(
+        "digits", image_size=12, channels=3, augment=False, label_mode="categorical",
+        batch_size=512,
+    )  # fmt: skip
+    assert a.to_dict() == b.to_dict() and a.image_shape == (12, 12, 3)
+    for x, y in zip(collect(a.test), collect(b.test), strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(TypeError, match="load_dataset.. got an unexpected keyword argument 'ep"):
+        load_dataset("digits", part, epochs=2)
+    message = "`data` must be a DataOptions. Received: data=dict"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_dataset("digits", data={"image_size": 12})

@@ -27,8 +27,6 @@ KNOWN_CYCLE_EDGES: set[str] = set()
 
 # Functions over the limits, as "module:qualified name", outside the core's part of issue 29.
 KNOWN_LONG_FUNCTIONS = {
-    # 14 parameters: the data options as loose keywords (issue 29: a DataOptions for all).
-    "keras_resnet.data.pipeline:load_dataset",
     # Training state as loose arguments, 65-73 lines (issue 29: a run object).
     "keras_resnet.training.loop:_fit",
     "keras_resnet.training.loop:train",
