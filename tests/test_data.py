@@ -487,3 +487,52 @@ def test_the_data_keywords_are_checked_in_one_place_for_load_train_and_search(tm
     a = load_splits("digits", options, batch_size=512)
     b = load_dataset("digits", image_size=12, data_dir=tmp_path, augment=False, batch_size=512)
     np.testing.assert_array_equal(collect(a.test)[0], collect(b.test)[0])
+
+
+def test_load_dataset_takes_a_data_part_with_keywords_on_top():
+    """`load_dataset(dataset, DataOptions(...), **keywords)`, as a search takes its data part:
+    the keywords apply on top of the part; a part of another type, or a keyword that is no
+    `DataOptions` field, is one line before anything is read."""
+    part = DataOptions(image_size=12, channels=3, augment=False)
+    a = load_dataset("digits", part, label_mode="categorical", batch_size=512)
+    b = load_dataset(
+        "digits", image_size=12, channels=3, augment=False, label_mode="categorical",
+        batch_size=512,
+    )  # fmt: skip
+    assert a.to_dict() == b.to_dict() and a.image_shape == (12, 12, 3)
+    for x, y in zip(collect(a.test), collect(b.test), strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(TypeError, match="load_dataset.. got an unexpected keyword argument 'ep"):
+        load_dataset("digits", part, epochs=2)
+    message = "`data` must be a DataOptions. Received: data=dict"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_dataset("digits", data={"image_size": 12})
+
+
+def test_train_takes_a_data_part_as_load_dataset_and_search_do(tmp_path):
+    """train's data keywords apply on top of its `data` part; the part's fields that train's
+    config records (image_size, augment, augmentation, eval_crop) set the config's, a keyword
+    of the same name winning. A part of another type is one line, before anything is read
+    or written."""
+    from keras_resnet.training import TrainConfig, train
+    from keras_resnet.training.loop import _options
+
+    part = DataOptions(image_size=12, channels=3, augment=False)
+    config, options = _options(
+        TrainConfig(epochs=2), part, {"image_size": 16, "label_mode": "categorical", "seed": 3}
+    )
+    assert (config.epochs, config.image_size, config.augment, config.seed) == (2, 16, False, 3)
+    assert options == DataOptions(
+        image_size=16, channels=3, augment=False, label_mode="categorical"
+    )
+    # The config's own value stays where the part leaves a field at its default.
+    config, options = _options(TrainConfig(augment=False), DataOptions(channels=1), {})
+    assert not config.augment and not options.augment and options.channels == 1
+
+    run = tmp_path / "run"
+    message = "`data` must be a DataOptions. Received: data=dict"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train("resnet20", "digits", output_dir=run, data={"channels": 3})
+    with pytest.raises(ValueError, match=re.escape("Received: image_size=(16, 12)")):
+        train("resnet20", "digits", output_dir=run, data=DataOptions(image_size=(16, 12)))
+    assert not run.exists()

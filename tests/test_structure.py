@@ -9,9 +9,9 @@
   counted; `*args` and `**kwargs` count one each) or runs over `MAX_BODY_LINES` lines of
   body (its docstring not counted).
 
-The orchestration (tuning/, training/, the CLI) is being reshaped separately (issue 29), so
-its known offenders are listed below. The lists must equal what is found: a new offender
-fails the test, and so does a listed one that was fixed, so the lists can only shrink.
+Known offenders would be listed below (issue 29 fixed the last of them). The lists must
+equal what is found: a new offender fails the test, and so does a listed one that was
+fixed, so the lists can only shrink.
 """
 
 import ast
@@ -25,14 +25,8 @@ MAX_BODY_LINES = 60
 # Import edges in cycles, as "importer -> imported": none left; a new one fails the test.
 KNOWN_CYCLE_EDGES: set[str] = set()
 
-# Functions over the limits, as "module:qualified name", outside the core's part of issue 29.
-KNOWN_LONG_FUNCTIONS = {
-    # 14 parameters: the data options as loose keywords (issue 29: a DataOptions for all).
-    "keras_resnet.data.pipeline:load_dataset",
-    # Training state as loose arguments, 65-73 lines (issue 29: a run object).
-    "keras_resnet.training.loop:_fit",
-    "keras_resnet.training.loop:train",
-}
+# Functions over the limits, as "module:qualified name": none left; a new one fails the test.
+KNOWN_LONG_FUNCTIONS: set[str] = set()
 
 
 def _module_name(path: Path) -> str:

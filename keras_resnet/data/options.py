@@ -1,8 +1,10 @@
 """`DataOptions`: how a dataset reference is read; the data keywords train, search and export share.
 
-`train(..., channels=1, data_dir=...)`, `search(..., image_size=16)` and
-`export_run(..., data_dir=...)` keep their keywords; inside, the keywords travel
-as one `DataOptions` to `load_splits`, and are checked here, once, when it is made.
+`load_dataset(..., channels=1)`, `train(..., channels=1, data_dir=...)`,
+`search(..., image_size=16)` and `export_run(..., data_dir=...)` keep their keywords;
+`load_dataset`, `train` and `search` take a whole one too (`data=DataOptions(...)`),
+their keywords applying on top. Inside, they travel as one `DataOptions` to
+`load_splits`, and are checked here, once, when it is made.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet._checks import check_positive_int as _check_positive_int
+from keras_resnet._checks import config_with_overrides, require_tensorflow_backend
 from keras_resnet._checks import is_int as _is_int
 from keras_resnet._checks import is_number as _is_number
-from keras_resnet._checks import require_tensorflow_backend
 from keras_resnet.data.base import (
     _MIN_SHUFFLE_BUFFER,
     _SHUFFLE_BUFFER_BYTES,
@@ -101,29 +101,21 @@ class DatasetSplits:
 
 def load_dataset(
     dataset: str | os.PathLike,
+    data: DataOptions | None = None,
     *,
-    image_size: int | tuple[int, int] | None = None,
     batch_size: int = 64,
     seed: int = 0,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.2,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    augment: bool = True,
-    label_mode: str = "int",
-    channels: int | None = None,
-    augmentation: str = "translate",
-    eval_crop: float | None = None,
-    max_image_pixels: int | None = None,
+    **options: Any,
 ) -> DatasetSplits:
     """Builds train / validation / test pipelines for a dataset reference.
 
     Args:
         dataset: ``"digits"``, a folder with one image subfolder per class, or
             a TensorFlow Datasets name.
-        image_size: Output ``(height, width)`` (an int means square). ``None``
-            keeps the native size, or uses `DEFAULT_IMAGE_SIZE` when the
-            images have no single size.
+        data: how the dataset is read, as one `DataOptions` (default
+            ``DataOptions()``); the keywords below apply on top of it.
         batch_size: Examples per batch (the last batch may be smaller).
         seed: Seed of the digits / folder split, the train shuffle and the
             augmentation.
@@ -132,23 +124,27 @@ def load_dataset(
             ``validation`` split.
         test_fraction: Share held out for testing, in [0, 1); only used when
             the source has no ``test`` split (digits, folders, some TFDS).
-        data_dir: TFDS data directory; ``None`` means TFDS' default
-            (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-        download: Let TFDS download and prepare a missing dataset. Needs
-            internet; without it a missing dataset raises
-            `DatasetNotPreparedError` immediately.
-        augment: Randomly translate (and, where sensible, flip) training
-            images.
-        label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
-        channels: ``1`` or ``3`` to convert images to grayscale / RGB;
-            ``None`` keeps the native channels (folders are read as RGB).
-        augmentation: ``"translate"`` (shifts and flips on batches) or
-            ``"random-resized-crop"`` (ImageNet's per-image crop, then flips).
-        eval_crop: validation and test images resized so that the output is
-            this fraction of the shorter side, then center-cropped (ImageNet's
-            0.875); None resizes the whole image.
-        max_image_pixels: a folder holding an image whose header declares more
-            pixels is refused before any is decoded; None: PIL's default limit.
+        **options: any `DataOptions` field, over `data`:
+            image_size: Output ``(height, width)`` (an int means square).
+                ``None`` keeps the native size, or uses `DEFAULT_IMAGE_SIZE`
+                when the images have no single size.
+            data_dir: TFDS data directory; ``None`` means TFDS' default
+                (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+            download: Let TFDS download and prepare a missing dataset. Needs
+                internet; without it a missing dataset raises
+                `DatasetNotPreparedError` immediately.
+            augment: Randomly translate (and, where sensible, flip) training
+                images.
+            label_mode: ``"int"`` for sparse labels, ``"categorical"`` for one-hot.
+            channels: ``1`` or ``3`` to convert images to grayscale / RGB;
+                ``None`` keeps the native channels (folders are read as RGB).
+            augmentation: ``"translate"`` (shifts and flips on batches) or
+                ``"random-resized-crop"`` (ImageNet's per-image crop, then flips).
+            eval_crop: validation and test images resized so that the output is
+                this fraction of the shorter side, then center-cropped (ImageNet's
+                0.875); None resizes the whole image.
+            max_image_pixels: a folder holding an image whose header declares more
+                pixels is refused before any is decoded; None: PIL's default limit.
 
     Returns:
         The pipelines and their metadata.
@@ -158,6 +154,7 @@ def load_dataset(
             ``download=False``.
         ValueError: An argument is invalid, the folder does not exist or has
             no readable images, or the name is not a TFDS dataset.
+        TypeError: a keyword that is not a `DataOptions` field.
 
     Example:
         >>> splits = load_dataset("digits", image_size=32, channels=3,
@@ -165,20 +162,12 @@ def load_dataset(
         >>> images, labels = next(iter(splits.test))
         >>> images.shape, labels.shape, splits.sizes["test"]
         (TensorShape([64, 32, 32, 3]), TensorShape([64, 10]), 359)
+        >>> load_dataset("digits", DataOptions(image_size=16), augment=False).image_shape
+        (16, 16, 1)
     """
     require_tensorflow_backend("load_dataset()", "its pipelines are tf.data")
     dataset = _check_dataset(dataset)
-    data = DataOptions(
-        image_size=image_size,
-        channels=channels,
-        label_mode=label_mode,
-        data_dir=data_dir,
-        download=download,
-        augment=augment,
-        augmentation=augmentation,
-        eval_crop=eval_crop,
-        max_image_pixels=max_image_pixels,
-    )
+    data = config_with_overrides(DataOptions, data, options, arg="data", caller="load_dataset")
     return load_splits(
         dataset,
         data,

@@ -30,7 +30,8 @@ smoothing) as `fit`, and writes the same run directory through the same callback
 Only the chief (task `chief`, else worker 0) writes the run directory. Before any
 collective op, the chief tells the other workers whether there is anything to
 train (`Plan`): a run it refuses or finds finished stops them at once instead of
-leaving them waiting.
+leaving them waiting. The entry points, the chief's `Run.fit` and the other workers'
+`Run.train_as_worker` (`keras_resnet.training.run`), run this module's `Loop`.
 """
 
 from __future__ import annotations
@@ -48,10 +49,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.errors import TrainingDivergedError
-from keras_resnet.training.callbacks import StopOnDivergence
 from keras_resnet.training.cluster import Task, task_of
-from keras_resnet.training.config import TrainConfig, compile_model, count_steps_per_epoch
+from keras_resnet.training.config import TrainConfig, count_steps_per_epoch
 
 REFUSED, FINISHED, TRAIN = 0, 1, 2
 CHECKPOINTS = "checkpoints"  # under the run's backup/: the chief's tf.train checkpoints
@@ -532,7 +531,7 @@ class Loop:
         )
 
 
-def _remove_empty_dirs(path: Path) -> None:
+def remove_empty_dirs(path: Path) -> None:
     """`path` and its subdirectories, where they hold nothing: the preemption handler makes
     `backup/workertemp_<id>/` on a worker for a save that a run without preemption never
     writes (the chief has removed its own `backup/` by then)."""
@@ -543,54 +542,3 @@ def _remove_empty_dirs(path: Path) -> None:
             sub.rmdir()
     with contextlib.suppress(OSError):
         path.rmdir()
-
-
-# --- the workers' entry points -------------------------------------------------------------
-
-
-def fit_with_custom_loop(net, splits, config, strategy, task, callbacks, backup_dir, verbose):
-    """The chief's training (after `train` checked, locked and sent TRAIN)."""
-    Loop(net, splits, config, strategy, task, verbose).run(callbacks, backup_dir / CHECKPOINTS)
-    if verbose:
-        print(f"[{task.describe()}] done; weights sha256 {weights_digest(net)}", flush=True)
-
-
-def run_worker(spec, built_model, splits, config, strategy, task, run_dir, dtype_policy, verbose):
-    """A worker other than the chief: trains along, writes nothing of the run directory.
-
-    Returns:
-        What it did: its task, whether it trained, its weights' digest, its time.
-    """
-    start = time.perf_counter()
-    plan = receive_plan(strategy)
-    if plan == REFUSED:
-        raise ValueError(
-            "the chief refused the run or failed before training (its output says why); "
-            f"nothing was trained. Received: TF_CONFIG task {task.type} {task.index}"
-        )
-    if plan == FINISHED:
-        print(f"[{task.describe()}] the chief found nothing to train; done.", flush=True)
-        return {"task": task.describe(), "trained": False}
-    net = compile_model(spec, built_model, splits, config, strategy, dtype_policy)
-    divergence = StopOnDivergence()  # the losses are the chief's: it stops in the same step
-    # The chief's checkpoints are restored where this worker sees them (a shared
-    # filesystem), else the broadcast brings them; this worker writes none of them.
-    loop = Loop(net, splits, config, strategy, task, verbose)
-    loop.run(callbacks=[divergence], checkpoint_dir=Path(run_dir) / "backup" / CHECKPOINTS)
-    if divergence.epoch is not None:
-        raise TrainingDivergedError(
-            f"training diverged in epoch {divergence.epoch + 1} ({divergence.reason}); the "
-            f"chief keeps the checkpoints of the last good epoch. Received: TF_CONFIG task "
-            f"{task.type} {task.index}"
-        )
-    receive_plan(strategy)  # the chief has written the run directory
-    _remove_empty_dirs(Path(run_dir) / "backup")  # on this machine: the handler's, if any
-    digest = weights_digest(net)
-    print(f"[{task.describe()}] done; weights sha256 {digest}", flush=True)
-    return {
-        "task": task.describe(),
-        "trained": True,
-        "resumed_from_epoch": loop.resumed_from,
-        "weights_sha256": digest,
-        "wall_seconds": round(time.perf_counter() - start, 2),
-    }
