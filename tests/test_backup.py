@@ -116,3 +116,24 @@ def test_nothing_loads_then_last_keras_then_the_first_epoch(run, capsys):
 
 def test_no_backup_is_none(tmp_path):
     assert backup.restore(_model(), tmp_path, tmp_path / "last.keras", steps_per_epoch=2) is None
+
+
+def test_removing_the_backup_removes_only_what_train_wrote(tmp_path):
+    """Once training is done the backup goes, but a file we did not write stays."""
+    from keras_resnet.training import multiworker
+
+    backup_dir = tmp_path / "backup"
+    backup.save(_model(), backup_dir, 1)
+    backup.save(_model(), backup_dir, 2)  # and the previous pair, .bkp
+    checkpoints = backup_dir / multiworker.CHECKPOINTS
+    (checkpoints / "ckpt-3_temp").mkdir(parents=True)
+    for name in ("checkpoint", "ckpt-3.index", "ckpt-3.data-00000-of-00001", "notes.txt"):
+        (checkpoints / name).write_text("x")
+    (checkpoints / "ckpt-3_temp" / "part-00000-of-00001.index").write_text("x")
+    (backup_dir / "mine.txt").write_text("kept")
+    backup.remove(backup_dir)
+    multiworker.remove_checkpoints(checkpoints)
+    multiworker.remove_empty_dirs(backup_dir)
+    assert sorted(p.relative_to(backup_dir).as_posix() for p in backup_dir.rglob("*")) == [
+        "checkpoints", "checkpoints/notes.txt", "mine.txt"
+    ]  # fmt: skip

@@ -33,11 +33,12 @@ from typing import Any
 
 import keras
 
-from keras_resnet._io import atomic_path, commit, temp_path_for, write_json
+from keras_resnet._io import atomic_path, commit, remove_temp_files, temp_path_for, write_json
 from keras_resnet.training.run_dir import HISTORY, read_history
 
 WEIGHTS, METADATA = "latest.weights.h5", "training_metadata.json"
 PREVIOUS = ".bkp"  # Keras' suffix for the previous pair (double_checkpoint)
+FILES = (WEIGHTS, METADATA, WEIGHTS + PREVIOUS, METADATA + PREVIOUS)  # what `save` writes
 SET_ASIDE = "backup-set-aside"  # beside backup/, which train removes when it is done
 _MAX_METADATA_BYTES = 64 * 1024
 
@@ -181,3 +182,11 @@ def restore(model: keras.Model, run_dir: Path, last: Path, steps_per_epoch: int)
 def _reset(model: keras.Model, values: list) -> None:
     for variable, value in zip(_state(model), values, strict=True):
         variable.assign(value)
+
+
+def remove(backup_dir: Path) -> None:
+    """The backup once training is done: the files `save` writes and their temporary
+    files, nothing else (a file we did not write stays, and with it `backup_dir`)."""
+    for name in FILES:
+        (backup_dir / name).unlink(missing_ok=True)
+        remove_temp_files(backup_dir / name)

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
+import shutil
 import signal
 import tempfile
 import time
@@ -529,6 +531,26 @@ class Loop:
             f"weights sha256 {weights_digest(self.net)}",
             flush=True,
         )
+
+
+# tf.train.CheckpointManager's names: its state file, each checkpoint's index and data
+# shards, and the directory it writes a checkpoint's shards in before their rename.
+_TF_CHECKPOINT = re.compile(r"checkpoint|ckpt-\d+(\.index|\.data-\d+-of-\d+|_temp)")
+
+
+def remove_checkpoints(checkpoint_dir: Path) -> None:
+    """The chief's checkpoints once training is done: the files of TensorFlow's checkpoint
+    naming (`_TF_CHECKPOINT`) in `checkpoint_dir`, which the loop alone writes to; any other
+    name stays."""
+    if not checkpoint_dir.is_dir():
+        return
+    for path in checkpoint_dir.iterdir():
+        if not _TF_CHECKPOINT.fullmatch(path.name):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)  # ckpt-N_temp: the shards of a cut save
+        else:
+            path.unlink(missing_ok=True)
 
 
 def remove_empty_dirs(path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -214,8 +213,10 @@ class Run:
             },
         }
         write_json(self.run_dir / RUN_CONFIG, self.record)
-        # Only now: the status says training is done.
-        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        # Only now: the status says training is done. Only the files train wrote go.
+        backup.remove(self.backup_dir)
+        multiworker.remove_checkpoints(self.backup_dir / multiworker.CHECKPOINTS)
+        multiworker.remove_empty_dirs(self.backup_dir)
 
     def evaluate(self, best: keras.Model | None = None) -> dict[str, Any]:
         """Scores best.keras on the test split, plots the curves, writes metrics.json.
