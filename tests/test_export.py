@@ -889,7 +889,7 @@ def test_keras_bf16_is_opt_in_verified_timed_and_loads_in_safe_mode(run_dir, tmp
     bf16 = manifest["artifacts"]["keras_bf16"]
     check = bf16["verification"]
     assert check["passed"] and check["criterion"] == export.DEFAULT_TOLERANCES["keras_bf16"]
-    assert check["top1_agreement"] >= 0.99 and 0 < check["max_abs_diff"] <= 0.05
+    assert check["top1_agreement"] >= 0.99 and 0 < check["max_abs_diff"] <= 0.1
     assert bf16["path"] == "model_bf16.keras" and bf16["dtype_policies"] == ["bfloat16", "float32"]
     model = keras.saving.load_model(out / "model_bf16.keras", safe_mode=True)
     assert model.get_layer("conv1_conv").dtype_policy.name == "bfloat16"
