@@ -11,7 +11,7 @@ ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
 TF_FIRST := "tensorflow-cpu>=2.18,<2.22"
 endif
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-all lint bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: install
 
 test: install lint
 	$(PY) -m pytest
+
+# The suite and its `exhaustive` cases (every depth of every ported and drop-in table).
+test-all: install lint
+	$(PY) -m pytest -m ""
 
 # Full benchmark (14-16 min on 2 cores here; run it on a quiet machine), then the
 # benchmarks/README.md tables and chart from its results file.

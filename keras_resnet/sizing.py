@@ -26,6 +26,13 @@ def count_params(
     return sum(layer.params + (0 if trainable_only else layer.non_trainable) for layer in layers)
 
 
+def count_spec_macs(spec: Any, image_size: int, channels: int, classes: int | None) -> int:
+    """See `ResNetSpec.count_macs`: the plan's MACs at `image_size`."""
+    top = classes is not None
+    layers = plan(spec, (image_size, image_size, channels), include_top=top, classes=classes or 1)
+    return sum(layer.macs or 0 for layer in layers)
+
+
 def physical_memory_bytes() -> int | None:
     """This machine's memory, or None where the OS does not say."""
     try:

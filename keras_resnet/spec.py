@@ -390,6 +390,17 @@ class ResNetSpec:
         """
         return sizing.count_params(self, channels, classes, trainable_only)
 
+    def count_macs(
+        self, image_size: int | None = None, channels: int = 3, classes: int | None = 1000
+    ) -> int:
+        """Multiply-accumulates of one image's forward pass, from the plan (nothing built).
+
+        What `sizing.count_macs` counts on the built model (convs and dense layers, as
+        torchvision's and timm's GMACs), at `image_size` (default: `default_input_size`).
+        """
+        size = image_size or self.default_input_size
+        return sizing.count_spec_macs(self, size, channels, classes)
+
     def block_strides(self) -> list[int]:
         """Every block's stride, in network order."""
         strides = []

@@ -58,7 +58,14 @@ def test_same_signature_as_keras(name):
     ]
 
 
-@pytest.mark.parametrize("name", list(KERAS_MODELS))
+# ResNet101 and ResNet101V2 differ from the 50 and 152 of their version in block counts only.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.exhaustive if "101" in name else ())
+        for name in KERAS_MODELS
+    ],
+)
 def test_same_graph_as_keras(name, fresh_session):
     reference, with_top, notop = KERAS_MODELS[name]
     theirs = reference(weights=None)

@@ -36,3 +36,25 @@ def test_the_plans_torch_keys_are_the_state_dicts(source, arch):
             assert sum(sizes[key] for key in layer.torch) == total, layer.name
         else:
             assert layer.params + layer.non_trainable == 0, layer.name
+
+
+@pytest.mark.parametrize(
+    "name, size, classes",
+    [
+        ("resnet20", 32, 10),
+        ("resnet18d", 64, None),
+        ("seresnext50_32x4d", 64, 1000),
+        ("wide_resnet28_10", 16, 100),
+    ],  # fmt: skip
+)
+def test_a_specs_macs_are_the_built_models(name, size, classes):
+    """`ResNetSpec.count_macs` sums the plan: the count `sizing.count_macs` takes from the
+    built model's kernels and output shapes (grouped convs, SE, a deep stem, no head)."""
+    from keras_resnet import build_resnet
+    from keras_resnet.sizing import count_macs
+
+    spec = get_spec(name)
+    model = build_resnet(
+        spec, input_shape=(size, size, 3), include_top=classes is not None, classes=classes or 1
+    )
+    assert spec.count_macs(size, classes=classes) == count_macs(model) > 0

@@ -532,7 +532,7 @@ def _wait(predicate, procs, timeout=240):
 @pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "keras_resnet.cli", "tune", *CLI_TINY, "--max-trials", "5",
+    cmd = [sys.executable, "-m", "keras_resnet.cli", "tune", *CLI_TINY, "--max-trials", "4",
            "--output", str(run)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -559,7 +559,7 @@ def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
         assert after[trial_id] == state  # kept as they were, not trained again
     assert after[interrupted[0]]["status"] == "COMPLETED"  # the killed trial ran again
     rows = _rows(run)
-    assert len(rows) == 5 and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     assert (run / "best.keras").exists()
 
 
@@ -572,7 +572,7 @@ def _free_port():
 @pytest.mark.slow
 def test_chief_and_two_workers_on_loopback_survive_a_worker_restart(tmp_path):
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "keras_resnet.cli", "tune", *CLI_TINY, "--max-trials", "5",
+    base = [sys.executable, "-m", "keras_resnet.cli", "tune", *CLI_TINY, "--max-trials", "4",
             "--output", str(run), "--oracle", f"127.0.0.1:{_free_port()}"]  # fmt: skip
 
     def start(*role):
@@ -602,10 +602,10 @@ def test_chief_and_two_workers_on_loopback_survive_a_worker_restart(tmp_path):
         if name != "chief":
             assert "no trials left" in out.decode()
     rows = _rows(run)
-    assert len(rows) == 5 and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     assert _trials(run)[lost]["status"] == "COMPLETED"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["trials"] == {"completed": 5}
+    assert summary["trials"] == {"completed": 4}
     assert keras.saving.load_model(run / "best.keras").count_params() == summary["best"]["params"]
 
 
