@@ -36,6 +36,7 @@ class Settings:
     gpu_image_size: int = 224
     gpu_batch: int = 64
     gpu_reps: int = 9
+    gpu_xla: tuple[bool, ...] = (False, True)  # jit_compile of each policy's model
 
 
 FULL = Settings()

@@ -21,7 +21,7 @@ def _runners(s: Settings, x: np.ndarray, rng: np.random.Generator) -> dict[str, 
     runners: dict[str, Callable[[], Any]] = {}
     previous = keras.config.dtype_policy()
     for policy in ("float32", "mixed_float16"):
-        for xla in (False, True):
+        for xla in s.gpu_xla:
             keras.config.set_dtype_policy(policy)
             try:
                 model = getattr(keras_resnet, s.gpu_model)(weights=None, input_shape=x.shape[1:])

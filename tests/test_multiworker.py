@@ -59,13 +59,15 @@ FLAGS = [
 SPEC = dataclasses.replace(get_spec("resnet20"), width=0.25)
 STEPS_PER_EPOCH = 20  # 1,258 training images in batches of 64
 PHASE_TIMEOUT = 420  # seconds for each phase of the job on two busy cores
-# Seed 2 also takes mixed_float16 (the LossScaleOptimizer fit compiles) and label
-# smoothing (one-hot targets), whose first epoch agrees to float16's rounding. (A third,
-# plain seed added ~27 s of CPU and no case of its own.)
-SEEDS = {0: {}, 2: dict(mixed_precision="mixed_float16", label_smoothing=0.1)}
-# Given the same batches, the custom loop and fit agree on every epoch to float rounding
-# (float16's under mixed precision).
-LOOP_VS_FIT_RTOL = {0: 1e-3, 2: 1e-2}
+# The custom loop against fit on one seed that takes what the plain recipe does and more:
+# mixed_float16 (the LossScaleOptimizer fit compiles) and label smoothing (one-hot
+# targets). The plain float32 loop is the job's, compared bit for bit with two replicas
+# below. (Each seed here costs two runs, about 25 s of CPU; a plain seed 0 found nothing
+# the others did not.)
+SEEDS = {2: dict(mixed_precision="mixed_float16", label_smoothing=0.1)}
+# Given the same batches, the custom loop and fit agree on every epoch to float16's
+# rounding.
+LOOP_VS_FIT_RTOL = {2: 1e-2}
 LOOP_VS_FIT = 0.01  # test accuracy
 # Two workers and one process with two replicas do the same sums in the same order, on the
 # same batches (each epoch's order is a function of the seed and the epoch), so the job,
@@ -288,7 +290,7 @@ def _train_here(tmp: Path, loop: str, seed: int, **overrides) -> tuple[dict, lis
 
 @pytest.fixture(scope="module")
 def local_runs(job, tmp_path_factory):
-    """fit and the custom loop on one machine, seeds 0, 1, 2 (while the job runs)."""
+    """fit and the custom loop on one machine, each seed of SEEDS (while the job runs)."""
     tmp = tmp_path_factory.mktemp("local")
     return {
         (loop, seed): _train_here(tmp, loop, seed, **options)
