@@ -360,7 +360,12 @@ def _add_export(sub) -> None:
     p.add_argument(
         "--min-int8-agreement", type=float, help=f"default {constants.DEFAULT_MIN_INT8_AGREEMENT}"
     )
-    p.add_argument("--preprocessing", help="uint8 signature: " + _choices(constants.PREPROCESSING))
+    p.add_argument(
+        "--preprocessing",
+        help="uint8 signature: "
+        + _choices(constants.PREPROCESSING)
+        + " (default: a pretrained tag's, else unit)",
+    )
     p.add_argument("--top-k", type=int, help=f"default {constants.DEFAULT_TOP_K}")
     p.add_argument("--no-uint8-signature", dest="uint8_signature", action="store_false")
     p.add_argument(

@@ -39,11 +39,27 @@ def _keras_model(path: Path, labels=None, preprocessing=None) -> _Model:
     import keras
 
     from keras_resnet._limits import check_keras_archive
+    from keras_resnet.registry import model_cfg
 
     check_keras_archive(path, "model")
     model = keras.saving.load_model(path, safe_mode=True)
     shape = tuple(model.input_shape[1:])
-    return _Model(lambda x: np.asarray(model.predict(x, verbose=0)), shape, labels, preprocessing)
+    run = lambda x: np.asarray(model.predict(x, verbose=0))  # noqa: E731
+    cfg = model_cfg(model)  # made by create_model with a tag's weights: that tag's input
+    if cfg is None:
+        return _Model(run, shape, labels, preprocessing)
+    return _tagged_model(run, shape, cfg, labels, preprocessing)
+
+
+def _tagged_model(run, shape, cfg, labels=None, preprocessing=None) -> _Model:
+    """A model of a pretrained tag: its crop and filter (at the model's size), its preprocessing."""
+    import dataclasses
+
+    from keras_resnet.eval_images import load_eval_images
+
+    at_size = dataclasses.replace(cfg, input_size=shape[0])
+    load = (lambda paths: load_eval_images(paths, at_size)) if shape[0] == shape[1] else None
+    return _Model(run, shape, labels, preprocessing or cfg.preprocessing, load=load)
 
 
 def _tflite_model(path: Path, labels=None, preprocessing=None) -> _Model:
@@ -95,18 +111,12 @@ def _run_dir(path: Path) -> _Model:
 
 def _registry_model(name: str) -> _Model:
     """A registry name (`resnet50d.ra2_in1k`): its pretrained weights, crop and preprocessing."""
-    from keras_resnet.eval_images import load_eval_images
     from keras_resnet.registry import create_model, pretrained_cfg
 
     cfg = pretrained_cfg(name)
     size = (cfg.input_size, cfg.input_size, 3)
     model = create_model(cfg.full_name, pretrained=True, input_shape=size)
-    return _Model(
-        lambda x: np.asarray(model.predict(x, verbose=0)),
-        size,
-        preprocessing=cfg.preprocessing,
-        load=lambda paths: load_eval_images(paths, cfg),
-    )
+    return _tagged_model(lambda x: np.asarray(model.predict(x, verbose=0)), size, cfg)
 
 
 def open_model(model: str | os.PathLike) -> _Model:

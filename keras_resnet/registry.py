@@ -284,7 +284,9 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any):
             number of `classes`, the backbone is loaded and the head starts fresh.
 
     Returns:
-        A `keras.Model`; `pretrained_cfg(name)` gives its preprocessing.
+        A `keras.Model`. With weights it is named after its tag (`"resnet18d.ra2_in1k"`,
+        unless `name` is given), which is how `export_model`, `keras-resnet export` and
+        `predict` find its preprocessing (`model_cfg`), also once saved to `.keras`.
 
     Example:
 
@@ -297,6 +299,7 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any):
         return build_resnet(spec, **kwargs)
     if "weights" in kwargs:
         raise TypeError("create_model() takes `pretrained`, not `weights`")
+    kwargs.setdefault("name", cfg.full_name)
     new_head = kwargs.get("include_top", True) and kwargs.get("classes", 1000) != 1000
     if not new_head:
         return build_resnet(spec, weights=cfg_weights(cfg), **kwargs)
@@ -310,6 +313,18 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any):
     model = build_resnet(spec, **kwargs)
     load_backbone_weights(model, cfg_weights(cfg), spec)
     return model
+
+
+def model_cfg(model: Any) -> PretrainedCfg | None:
+    """The tag whose weights `model` was created with (`create_model` names it so), or None.
+
+    Example:
+
+    >>> model_cfg(create_model("resnet18d.ra2_in1k", pretrained=True)).preprocessing
+    'torch'
+    """
+    name = getattr(model, "name", None)
+    return PRETRAINED.get(name.lower()) if isinstance(name, str) else None
 
 
 def spec_of(name: str) -> str:

@@ -193,3 +193,39 @@ def test_predict_takes_a_registry_name(offline_hub, tmp_path, capsys, monkeypatc
         [p["probability"] for p in results[0]["predictions"]], expected[top], rtol=1e-4
     )
     assert results[0]["image"] == str(path)
+
+
+def test_a_tagged_model_is_exported_and_read_with_its_tags_preprocessing(offline_hub, tmp_path):
+    """create_model names a model after its tag, so its .keras file keeps the tag: the export
+    (Python and `export_run`) and `predict` then take the tag's preprocessing and feed the
+    data as the model takes it; a run's model and an explicit choice are left as they were."""
+    from keras_resnet.applications import preprocess_input
+    from keras_resnet.data import load_dataset
+    from keras_resnet.export import ExportOptions, export_run
+    from keras_resnet.export.options import with_model_preprocessing
+    from keras_resnet.export.source import load_run_data
+    from keras_resnet.predict import open_model
+    from keras_resnet.registry import model_cfg
+
+    model = keras_resnet.create_model(
+        "resnet18d.ra2_in1k", pretrained=True, classes=10, input_shape=(32, 32, 3)
+    )
+    assert model.name == "resnet18d.ra2_in1k" and model_cfg(model).preprocessing == "torch"
+    assert model_cfg(keras_resnet.create_model("resnet18d", input_shape=INPUT)) is None
+    path = tmp_path / "tuned.keras"
+    model.save(path)
+    assert open_model(path).preprocessing == "torch"
+
+    _, splits = load_run_data(model, None, path, dataset="digits", data_dir=None, calibrate=True)
+    raw = load_dataset("digits", image_size=32, channels=3, augment=False, eval_crop=0.875)
+    images, _ = next(iter(splits.test))
+    expected = preprocess_input(next(iter(raw.test))[0] * 255.0, mode="torch")
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+
+    manifest = export_run(
+        path, tmp_path / "out", dataset="digits", formats="keras", latency_runs=0, verbose=False
+    )
+    assert manifest["input"]["preprocessing"] == "torch"
+    assert manifest["artifacts"]["keras"]["verification"]["passed"]
+    explicit = with_model_preprocessing(ExportOptions(preprocessing="unit"), model)
+    assert explicit.preprocessing == "unit"

@@ -45,7 +45,7 @@ from keras_resnet.export.keras_bf16 import FILE as BF16_FILE
 from keras_resnet.export.keras_bf16 import bfloat16_model
 from keras_resnet.export.latency import interleaved_keras_latency, keras_latency
 from keras_resnet.export.onnx import run_onnx, write_onnx
-from keras_resnet.export.options import ExportOptions, resolve_options
+from keras_resnet.export.options import ExportOptions, resolve_options, with_model_preprocessing
 from keras_resnet.export.report import print_manifest, software_versions
 from keras_resnet.export.saved_model import (
     run_saved_model,
@@ -420,7 +420,7 @@ def export_model(
         ...                         validation_data=x_test, class_names=names, formats="tflite")
     """
     require_tensorflow_backend("export_model()", "SavedModel and TFLite conversion")
-    options = resolve_options(options, option_overrides)
+    options = with_model_preprocessing(resolve_options(options, option_overrides), model)
     model, trained_policy = float32_model(model)  # exported and verified in float32
     height, width, channels, classes = check_classifier(model)
     names = _check_class_names(class_names, classes)

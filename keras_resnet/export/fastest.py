@@ -36,9 +36,8 @@ KERAS_FORMATS = ("keras", "keras_bf16")
 NOT_MEASURED = "latency not measured (latency_runs=0)"
 BF16_MIN_MACS = 3e9
 """Batch-1 bfloat16 is expected to beat float32 in Keras from this many multiply-accumulates
-an image: measured on avx512_bf16 (docs/export.md), the folded ResNet50 gained at 224x224
-(3.9 GMACs, 1.33x [1.11, 1.61]) and lost at 112x112 (0.97 GMACs, 0.82x [0.59, 0.91]), and
-the demo's ResNet-20 (0.01 GMACs) lost."""
+an image, on a CPU with avx512_bf16: the folded ResNet50 gained at 224x224 (3.9 GMACs) and
+lost at 112x112 (0.97 GMACs); the ratios are in docs/export.md."""
 
 
 def _median(artifact: Mapping[str, Any]) -> float | None:

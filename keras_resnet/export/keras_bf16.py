@@ -17,15 +17,13 @@ The softmax moves a probability by at most half the largest logit change
 (|dp_i| <= p_i (1 - p_i) (max dz - min dz) <= max |dz| / 2), so 0.1 admits logit
 errors up to 0.2, 2% of a confident logit of 10: bfloat16 rounding passes, a
 wrong graph (which moves probabilities by tenths and the top-1 class with them)
-does not. Measured on the test fixture (ResNet-20 at 16x16 on the digits test
-split, 100% top-1 agreement): 0.030 on a CPU without avx512_bf16, 0.051 on CI's
-host; the bound was 0.05 until that host failed it. 5e-7 on random-weight
-ResNet50s (near-uniform outputs). A model whose outputs move more fails the
-export with the figure; `tolerances={"keras_bf16": ...}` accepts it knowingly.
+does not (the bound was 0.05 until CI's host measured 0.051 on the test
+fixture's model: the commit that raised it). A model whose outputs move more
+fails the export with the figure; `tolerances={"keras_bf16": ...}` accepts it
+knowingly.
 
 Faster only where the CPU has avx512_bf16/amx_bf16 and the model is large
-(docs/export.md: the folded ResNet50 at 224x224 1.33x at batch 1, 1.84x at batch
-32; ResNet-20 at 16x16 slower at batch 1): opt-in, not in `"all"`.
+(docs/export.md has the ratios): opt-in, not in `"all"`.
 """
 
 from __future__ import annotations

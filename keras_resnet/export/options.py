@@ -100,6 +100,8 @@ class ExportOptions:
         preprocessing: what the uint8 signature does to 0..255 pixels before the
             model: `"unit"` (/255, what `keras_resnet.training` trains on),
             `"caffe"`/`"tf"`/`"torch"` (keras.applications' modes) or `"none"`.
+            Default (None): the pretrained tag's, for a model `create_model` made with
+            weights (`registry.model_cfg`: its name is the tag), else `"unit"`.
         top_k: how many classes the uint8 signature returns (at most the model's).
         uint8_signature: add the `serving_uint8` signature to the SavedModel.
         overwrite: replace an existing `output_dir` that is an earlier export
@@ -133,7 +135,7 @@ class ExportOptions:
     """
 
     formats: str | Sequence[str] = "all"
-    preprocessing: str = "unit"
+    preprocessing: str | None = None
     top_k: int = DEFAULT_TOP_K
     uint8_signature: bool = True
     overwrite: bool = False
@@ -149,7 +151,7 @@ class ExportOptions:
     def __post_init__(self) -> None:
         requested = self.formats
         object.__setattr__(self, "formats", tuple(parse_formats(requested)))
-        if self.preprocessing not in PREPROCESSING:
+        if self.preprocessing is not None and self.preprocessing not in PREPROCESSING:
             raise ValueError(
                 f"`preprocessing` must be one of {PREPROCESSING}. "
                 f"Received: preprocessing={self.preprocessing!r}"
@@ -182,6 +184,16 @@ class ExportOptions:
                 )
             tols["tflite_int8"] = {"top1_agreement": float(self.min_int8_agreement)}
         return tols
+
+
+def with_model_preprocessing(options: ExportOptions, model: Any) -> ExportOptions:
+    """`options` with a default (None) `preprocessing` made the model's: its tag's, or "unit"."""
+    if options.preprocessing is not None:
+        return options
+    from keras_resnet.registry import model_cfg
+
+    cfg = model_cfg(model)
+    return dataclasses.replace(options, preprocessing=cfg.preprocessing if cfg else "unit")
 
 
 def resolve_options(options: ExportOptions | None, overrides: Mapping[str, Any]) -> ExportOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from pathlib import Path
@@ -85,6 +86,7 @@ def load_run_data(
     `calibrate` (an int8 export) makes a missing one an error.
     """
     from keras_resnet.data import DataOptions, load_splits
+    from keras_resnet.registry import model_cfg
 
     fingerprint = (run or {}).get("fingerprint", {})
     dataset = dataset or fingerprint.get("dataset")
@@ -98,13 +100,33 @@ def load_run_data(
             )
         return spec, None
     # The run's evaluation crop (the imagenet recipe's 0.875), so the export is verified on
-    # the images the run was tested on.
+    # the images the run was tested on; a pretrained tag's model, its tag's crop.
+    cfg = model_cfg(model)
     data = DataOptions(
         image_size=(h, w),
         channels=c,
         data_dir=data_dir,
         augment=False,
-        eval_crop=fingerprint.get("eval_crop"),
+        eval_crop=fingerprint.get("eval_crop", cfg.crop_pct if cfg else None),
     )
     splits = load_splits(dataset, data, batch_size=64, seed=int(fingerprint.get("seed", 0)))
-    return spec, splits
+    return spec, _as_model_input(splits, cfg)
+
+
+def _as_model_input(splits: Any, cfg: Any) -> Any:
+    """The splits' [0, 1] images as the model takes them: a pretrained tag's model takes its
+    tag's preprocessing (`preprocess_input(x * 255, mode)`), a run's model [0, 1] pixels."""
+    from keras_resnet.applications import PREPROCESS_MODES, preprocess_input
+
+    if cfg is None or cfg.preprocessing not in PREPROCESS_MODES:
+        return splits
+
+    def prepared(images: Any, labels: Any) -> tuple[Any, Any]:
+        return preprocess_input(images * 255.0, mode=cfg.preprocessing), labels
+
+    return dataclasses.replace(
+        splits,
+        train=splits.train.map(prepared),
+        validation=splits.validation.map(prepared),
+        test=splits.test.map(prepared),
+    )

@@ -17,16 +17,11 @@ same conversion and LiteRT interpreter at the same threads for `tflite-*`, the
 same `tf.function` timing for `keras`). An *identity* micro-model (`Input ->
 GlobalAveragePooling2D -> Dense`) at the part's output shape is timed too, and
 the part's cost is the difference, which removes the fixed cost of one invoke
-and the probe's own pooling and classifier from every part. Measured with
-`python -m benchmarks.latency_model` (tflite-int8, 1 thread, 16x16x1 digits, 10
-classes, 30 random candidates, a 2-core EPYC with avx512_vnni at load average
-8-12): the identity micro-model takes 0.7-3.4 us (median 1.4 us) against
-15-450 us for whole candidates, so the overhead is small per part but not over a
-candidate's 5-15 parts: summing the micro-models as they are over-predicts by 13%
-on average (median error 15% against the candidates' own 10th percentile), with
-the identity subtracted the mean bias is +1% (median error 11%; 7% with 100
-samples per timing, `PROFILE_RUNS`). The subtraction stays; what is left is
-mostly timing noise.
+and the probe's own pooling and classifier from every part: summed as they are,
+the micro-models over-predict a candidate (an invoke's fixed cost counted once a
+part), with the identity subtracted the bias is about nil and what is left is
+mostly timing noise (`python -m benchmarks.latency_model`; its figures are in
+docs/tuning.md).
 The prediction is
 
     head(last feature map)  +  stem - identity  +  sum over blocks (block - identity)
