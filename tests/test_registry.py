@@ -206,6 +206,7 @@ def test_a_tagged_model_is_exported_and_read_with_its_tags_preprocessing(offline
     from keras_resnet.export.source import load_run_data
     from keras_resnet.predict import open_model
     from keras_resnet.registry import model_cfg
+    from keras_resnet.training.loop import _resolve_model
 
     model = keras_resnet.create_model(
         "resnet18d.ra2_in1k", pretrained=True, classes=10, input_shape=(32, 32, 3)
@@ -229,3 +230,6 @@ def test_a_tagged_model_is_exported_and_read_with_its_tags_preprocessing(offline
     assert manifest["artifacts"]["keras"]["verification"]["passed"]
     explicit = with_model_preprocessing(ExportOptions(preprocessing="unit"), model)
     assert explicit.preprocessing == "unit"
+    # Trained by keras_resnet.training, it learns [0, 1] pixels: the tag goes from its name.
+    assert _resolve_model(model, None) == (None, model)
+    assert model.name == "resnet18d" and model_cfg(model) is None

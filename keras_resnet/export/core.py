@@ -473,6 +473,8 @@ def export_run(
     # Before the model and the data are loaded, so a refused output_dir fails at once.
     check_output_dir(output_dir, overwrite=options.overwrite)
     model = load_model_file(model_path)
+    if run is not None:  # trained by keras_resnet.training: [0, 1] pixels, whatever its name
+        options = with_model_preprocessing(options, None)
     spec, splits = load_run_data(
         model,
         run,

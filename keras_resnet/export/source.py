@@ -101,7 +101,7 @@ def load_run_data(
         return spec, None
     # The run's evaluation crop (the imagenet recipe's 0.875), so the export is verified on
     # the images the run was tested on; a pretrained tag's model, its tag's crop.
-    cfg = model_cfg(model)
+    cfg = model_cfg(model) if run is None else None  # a run's model takes [0, 1] pixels
     data = DataOptions(
         image_size=(h, w),
         channels=c,

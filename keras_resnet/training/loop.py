@@ -263,9 +263,25 @@ def _resolve_model(model: Any, width: float | None) -> tuple[ResNetSpec | None, 
             raise ValueError(
                 f"`width` applies to a spec, not a built model. Received: width={width}"
             )
+        _untag(model)
         return None, model
     spec = resolve_spec(model)
     return (dataclasses.replace(spec, width=width) if width is not None else spec), None
+
+
+def _untag(model: keras.Model) -> None:
+    """A model named after a pretrained tag (`create_model`) takes that tag's preprocessing;
+    trained here it learns [0, 1] pixels instead, so it keeps its architecture's name only,
+    and its exports and `predict` take [0, 1] pixels (`registry.model_cfg`)."""
+    from keras_resnet.registry import model_cfg
+
+    cfg = model_cfg(model)
+    if cfg is not None:
+        print(
+            f"{model.name}: trained on [0, 1] pixels here, not its tag's {cfg.preprocessing} "
+            f"preprocessing; renamed {cfg.name}"
+        )
+        model.name = cfg.name
 
 
 def _load(dataset, spec, built_model, config: TrainConfig, data: DataOptions) -> DatasetSplits:
