@@ -143,7 +143,7 @@ def test_a_ported_resnet18_with_a_new_head_exports_with_torch_preprocessing(tmp_
 
     benchmarks/ported_export.py runs the same code with a one-epoch fine-tune on the digits
     and every TFLite variant, int8 included (int8 agreement needs a trained head); its
-    results file is the evidence (Keras 0.9582 after the epoch, every variant verified).
+    results file is the evidence (benchmarks/results/ported_export-*.json).
     """
     from benchmarks.ported_export import IMAGE_SIZE, ported_classifier, run
     from keras_resnet.export import DEFAULT_TOLERANCES
