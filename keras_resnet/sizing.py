@@ -17,19 +17,22 @@ from keras_resnet._checks import received as _received
 from keras_resnet.plan import plan
 
 
+def _layers(spec: Any, input_shape: tuple, classes: int | None) -> list:
+    """The plan the counts sum: `classes=None` is the model without its classifier head."""
+    return plan(spec, input_shape, include_top=classes is not None, classes=classes or 1)
+
+
 def count_params(
     spec: Any, channels: int = 3, classes: int | None = 1000, trainable_only: bool = False
 ) -> int:
     """See `ResNetSpec.count_params` (`spec` is one; spec.py imports this module)."""
-    top = classes is not None
-    layers = plan(spec, (None, None, channels), include_top=top, classes=classes or 1)
+    layers = _layers(spec, (None, None, channels), classes)
     return sum(layer.params + (0 if trainable_only else layer.non_trainable) for layer in layers)
 
 
 def count_spec_macs(spec: Any, image_size: int, channels: int, classes: int | None) -> int:
     """See `ResNetSpec.count_macs`: the plan's MACs at `image_size`."""
-    top = classes is not None
-    layers = plan(spec, (image_size, image_size, channels), include_top=top, classes=classes or 1)
+    layers = _layers(spec, (image_size, image_size, channels), classes)
     return sum(layer.macs or 0 for layer in layers)
 
 
@@ -89,7 +92,7 @@ def memory_bytes(
     before anything is built, not to plan memory precisely.
     """
     h, w, channels = (int(v) for v in input_shape)
-    layers = plan(spec, (h, w, channels), include_top=classes is not None, classes=classes or 1)
+    layers = _layers(spec, (h, w, channels), classes)
     parts: dict[str, int] = defaultdict(int)
     for layer in layers:
         parts[layer.part] += math.prod(layer.output_shape)

@@ -202,7 +202,7 @@ def test_a_tagged_model_is_exported_and_read_with_its_tags_preprocessing(offline
     from keras_resnet.applications import preprocess_input
     from keras_resnet.data import load_dataset
     from keras_resnet.export import ExportOptions, export_run
-    from keras_resnet.export.options import with_model_preprocessing
+    from keras_resnet.export.options import with_tag_preprocessing
     from keras_resnet.export.source import load_run_data
     from keras_resnet.predict import open_model
     from keras_resnet.registry import model_cfg
@@ -217,7 +217,10 @@ def test_a_tagged_model_is_exported_and_read_with_its_tags_preprocessing(offline
     model.save(path)
     assert open_model(path).preprocessing == "torch"
 
-    _, splits = load_run_data(model, None, path, dataset="digits", data_dir=None, calibrate=True)
+    tag = model_cfg(model)
+    _, splits = load_run_data(
+        model, None, path, dataset="digits", data_dir=None, calibrate=True, tag=tag
+    )
     raw = load_dataset("digits", image_size=32, channels=3, augment=False, eval_crop=0.875)
     images, _ = next(iter(splits.test))
     expected = preprocess_input(next(iter(raw.test))[0] * 255.0, mode="torch")
@@ -228,7 +231,7 @@ def test_a_tagged_model_is_exported_and_read_with_its_tags_preprocessing(offline
     )
     assert manifest["input"]["preprocessing"] == "torch"
     assert manifest["artifacts"]["keras"]["verification"]["passed"]
-    explicit = with_model_preprocessing(ExportOptions(preprocessing="unit"), model)
+    explicit = with_tag_preprocessing(ExportOptions(preprocessing="unit"), tag)
     assert explicit.preprocessing == "unit"
     # Trained by keras_resnet.training, it learns [0, 1] pixels: the tag goes from its name.
     assert _resolve_model(model, None) == (None, model)

@@ -45,7 +45,7 @@ from keras_resnet.export.keras_bf16 import FILE as BF16_FILE
 from keras_resnet.export.keras_bf16 import bfloat16_model
 from keras_resnet.export.latency import interleaved_keras_latency, keras_latency
 from keras_resnet.export.onnx import run_onnx, write_onnx
-from keras_resnet.export.options import ExportOptions, resolve_options, with_model_preprocessing
+from keras_resnet.export.options import ExportOptions, resolve_options, with_tag_preprocessing
 from keras_resnet.export.report import print_manifest, software_versions
 from keras_resnet.export.saved_model import (
     run_saved_model,
@@ -420,7 +420,9 @@ def export_model(
         ...                         validation_data=x_test, class_names=names, formats="tflite")
     """
     require_tensorflow_backend("export_model()", "SavedModel and TFLite conversion")
-    options = with_model_preprocessing(resolve_options(options, option_overrides), model)
+    from keras_resnet.registry import model_cfg
+
+    options = with_tag_preprocessing(resolve_options(options, option_overrides), model_cfg(model))
     model, trained_policy = float32_model(model)  # exported and verified in float32
     height, width, channels, classes = check_classifier(model)
     names = _check_class_names(class_names, classes)
@@ -468,13 +470,16 @@ def export_run(
     Example:
         >>> export_run("runs/demo", "saved_models/digits-resnet20", formats="all")
     """
+    from keras_resnet.registry import model_cfg
+
     options = resolve_options(options, option_overrides)
     model_path, run = resolve_source(source)
     # Before the model and the data are loaded, so a refused output_dir fails at once.
     check_output_dir(output_dir, overwrite=options.overwrite)
     model = load_model_file(model_path)
-    if run is not None:  # trained by keras_resnet.training: [0, 1] pixels, whatever its name
-        options = with_model_preprocessing(options, None)
+    # A run's model learnt [0, 1] pixels (keras_resnet.training), whatever its name says.
+    tag = model_cfg(model) if run is None else None
+    options = with_tag_preprocessing(options, tag)
     spec, splits = load_run_data(
         model,
         run,
@@ -482,6 +487,7 @@ def export_run(
         dataset=dataset,
         data_dir=data_dir,
         calibrate="tflite_int8" in options.formats,
+        tag=tag,
     )
     return export_model(
         model,

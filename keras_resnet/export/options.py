@@ -186,14 +186,12 @@ class ExportOptions:
         return tols
 
 
-def with_model_preprocessing(options: ExportOptions, model: Any) -> ExportOptions:
-    """`options` with a default (None) `preprocessing` made the model's: its tag's, or "unit"."""
+def with_tag_preprocessing(options: ExportOptions, tag: Any) -> ExportOptions:
+    """`options` with a default (None) `preprocessing` made the pretrained `tag`'s (a
+    `registry.PretrainedCfg`), or "unit" without one."""
     if options.preprocessing is not None:
         return options
-    from keras_resnet.registry import model_cfg
-
-    cfg = model_cfg(model)
-    return dataclasses.replace(options, preprocessing=cfg.preprocessing if cfg else "unit")
+    return dataclasses.replace(options, preprocessing=tag.preprocessing if tag else "unit")
 
 
 def resolve_options(options: ExportOptions | None, overrides: Mapping[str, Any]) -> ExportOptions:

@@ -78,15 +78,17 @@ def load_run_data(
     dataset: str | None,
     data_dir: str | None,
     calibrate: bool,
+    tag: Any = None,
 ) -> tuple[dict[str, Any] | None, Any]:
     """The run's spec and its dataset's splits at the model's input size (None without one).
 
     The dataset is `dataset` or the one the run's run.json names, read as
     `DataOptions` at the model's input size and channels, not augmented;
-    `calibrate` (an int8 export) makes a missing one an error.
+    `calibrate` (an int8 export) makes a missing one an error. `tag`: the pretrained
+    tag (`registry.PretrainedCfg`) whose input the model takes, its crop and
+    preprocessing; None for [0, 1] pixels.
     """
     from keras_resnet.data import DataOptions, load_splits
-    from keras_resnet.registry import model_cfg
 
     fingerprint = (run or {}).get("fingerprint", {})
     dataset = dataset or fingerprint.get("dataset")
@@ -101,16 +103,15 @@ def load_run_data(
         return spec, None
     # The run's evaluation crop (the imagenet recipe's 0.875), so the export is verified on
     # the images the run was tested on; a pretrained tag's model, its tag's crop.
-    cfg = model_cfg(model) if run is None else None  # a run's model takes [0, 1] pixels
     data = DataOptions(
         image_size=(h, w),
         channels=c,
         data_dir=data_dir,
         augment=False,
-        eval_crop=fingerprint.get("eval_crop", cfg.crop_pct if cfg else None),
+        eval_crop=fingerprint.get("eval_crop", tag.crop_pct if tag else None),
     )
     splits = load_splits(dataset, data, batch_size=64, seed=int(fingerprint.get("seed", 0)))
-    return spec, _as_model_input(splits, cfg)
+    return spec, _as_model_input(splits, tag)
 
 
 def _as_model_input(splits: Any, cfg: Any) -> Any:
